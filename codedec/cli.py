@@ -1,0 +1,196 @@
+"""``codedec`` command line: ``complete``, ``serve``, ``eval``, ``bench``.
+
+This is a frontend: it parses arguments, loads the model, calls ``codedec.complete`` and converts
+every error once, here, into one clear message on stderr and exit code 2 (no traceback for bad
+input: missing file, cursor outside the file, unknown model or decoding component).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A user-facing error: printed as one message, exit code 2."""
+
+
+@dataclass(frozen=True)
+class Cursor:
+    path: Path
+    line: int  # 1-based
+    col: int  # 1-based, in characters
+
+
+def parse_location(spec: str) -> Cursor:
+    """``FILE:LINE:COL`` (1-based, as editors show them) -> ``Cursor``. FILE may contain ':'."""
+    parts = spec.rsplit(":", 2)
+    if len(parts) != 3 or not parts[0]:
+        raise CliError(f"expected FILE:LINE:COL (1-based), got {spec!r}")
+    try:
+        line, col = int(parts[1]), int(parts[2])
+    except ValueError:
+        raise CliError(f"LINE and COL must be integers in {spec!r}") from None
+    if line < 1 or col < 1:
+        raise CliError(f"LINE and COL are 1-based; got line {line}, column {col}")
+    return Cursor(Path(parts[0]), line, col)
+
+
+def split_at_cursor(text: str, line: int, col: int, name: str = "file") -> tuple[str, str]:
+    """Split ``text`` at 1-based (line, col) into (prefix, suffix).
+
+    The column may be one past the end of the line (the end of the line); the line may be one past
+    the last line when the file ends with a newline (the empty last line).
+    """
+    lines = text.split("\n")  # the piece after a final "\n" is the empty last line
+    if line > len(lines):
+        raise CliError(f"line {line} is past the end of {name} ({len(lines)} lines)")
+    current = lines[line - 1]
+    if col > len(current) + 1:
+        raise CliError(f"column {col} is past the end of line {line} of {name} ({len(current)} characters)")
+    offset = sum(len(x) + 1 for x in lines[: line - 1]) + col - 1
+    return text[:offset], text[offset:]
+
+
+def read_source(path: Path) -> str:
+    if not path.exists():
+        raise CliError(f"no such file: {path}")
+    if path.is_dir():
+        raise CliError(f"{path} is a directory; give a file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise CliError(f"{path} is not UTF-8 text") from None
+    if not text.strip():
+        raise CliError(f"{path} is empty: there is nothing to complete from")
+    return text
+
+
+def _load(spec: str):
+    from transformers.utils import logging as hf_logging
+
+    from codedec.loading import ModelLoadError, ModelNotFoundError, load_model
+
+    hf_logging.disable_progress_bar()  # our own progress messages go to stderr instead
+
+    try:
+        return load_model(spec, progress=lambda msg: print(f"codedec: {msg}", file=sys.stderr, flush=True))
+    except (ModelNotFoundError, ModelLoadError) as err:
+        raise CliError(str(err)) from None
+
+
+def cmd_complete(args: argparse.Namespace) -> int:
+    from codedec.complete import complete
+    from codedec.decoding import parse_decoding
+    from codedec.engine import Engine
+
+    cursor = parse_location(args.location)
+    text = read_source(cursor.path)
+    prefix, suffix = split_at_cursor(text, cursor.line, cursor.col, str(cursor.path))
+    try:
+        decoding = parse_decoding(args.decoding)
+    except ValueError as err:
+        raise CliError(str(err)) from None
+    loaded = _load(args.model)
+    engine = Engine(loaded)
+
+    def stream(delta: str) -> None:
+        sys.stdout.write(delta)
+        sys.stdout.flush()
+
+    try:
+        result = complete(
+            engine,
+            prefix,
+            suffix,
+            max_new_tokens=args.max_tokens,
+            single_line=args.single_line,
+            decoding=decoding,
+            heal=not args.no_heal,
+            temperature=args.temperature,
+            seed=args.seed,
+            max_time_ms=args.max_time_ms,
+            on_delta=None if args.json else stream,
+        )
+    except ValueError as err:
+        raise CliError(str(err)) from None
+    if args.json:
+        out = result.as_dict()
+        out.update(model=loaded.name, decoding=list(decoding), ms_per_token=round(result.ms_per_token, 3))
+        out["tokens"] = len(result.token_ids)
+        print(json.dumps(out, ensure_ascii=False))
+    else:
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        print(
+            f"-- {len(result.token_ids)} tokens, finish={result.finish_reason}; prompt {result.prompt_tokens} tokens "
+            f"({result.reused_tokens} reused); first token {result.ttft_ms:.0f} ms; "
+            f"{result.ms_per_token:.1f} ms/token; total {result.total_ms:.0f} ms",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_not_yet(args: argparse.Namespace) -> int:
+    print(f"codedec {args.command}: not yet available in this version", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from codedec.presets import DEFAULT_MODEL
+
+    parser = argparse.ArgumentParser(
+        prog="codedec",
+        description="Local code completion with code-aware decoding.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging on stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("complete", help="complete a file at FILE:LINE:COL and stream the text to stdout")
+    p.add_argument("location", metavar="FILE:LINE:COL", help="cursor position, 1-based as editors show it")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="preset name, local dir, .gguf file or cached hub id")
+    p.add_argument("--max-tokens", type=int, default=64, help="maximum new tokens (default 64)")
+    p.add_argument("--decoding", default="", help="comma-separated decoding components (empty = plain)")
+    p.add_argument("--single-line", action="store_true", help="stop at the end of the current line")
+    p.add_argument("--no-heal", action="store_true", help="turn token healing at the cursor off")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--seed", type=int, default=None, help="seed for sampling")
+    p.add_argument("--max-time-ms", type=float, default=None, help="wall-clock budget for the completion")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
+    p.set_defaults(func=cmd_complete)
+
+    for name, text in (
+        ("serve", "run the language server / websocket API"),
+        ("eval", "run HumanEval / RepoBench evaluations"),
+        ("bench", "run benchmarks"),
+    ):
+        q = sub.add_parser(name, help=text)
+        q.add_argument("rest", nargs=argparse.REMAINDER)
+        q.set_defaults(func=cmd_not_yet)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.func(args)
+    except CliError as err:
+        print(f"codedec: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

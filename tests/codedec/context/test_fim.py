@@ -1,0 +1,67 @@
+"""FIM prompt assembly: layouts per preset, budgets that keep the lines nearest the cursor."""
+
+from __future__ import annotations
+
+import pytest
+
+from codedec.context.fim import build_prompt
+
+PREFIX = "".join(f"line_{i} = {i}\n" for i in range(200)) + "def f():\n    ret"
+SUFFIX = "\n" + "".join(f"after_{i} = {i}\n" for i in range(200))
+
+
+def decode(tok, ids):
+    return tok.decode(ids, skip_special_tokens=False)
+
+
+def test_psm_layout(tiny):
+    p = build_prompt(tiny.preset, tiny.tokenizer, "a = 1\nb = ", "\nc = 3\n", heal=False)
+    assert p.mode == "psm"
+    assert decode(tiny.tokenizer, p.ids) == "<fim_prefix>a = 1\nb = <fim_suffix>\nc = 3\n<fim_middle>"
+
+
+def test_spm_layout(tiny):
+    preset = dict(tiny.preset, fim=dict(tiny.preset["fim"], modes=("psm", "spm")))
+    p = build_prompt(preset, tiny.tokenizer, "a = ", "\nb\n", heal=False, mode="spm")
+    assert decode(tiny.tokenizer, p.ids) == "<fim_suffix>\nb\n<fim_prefix>a = <fim_middle>"
+
+
+def test_prefix_only_for_models_without_fim(tiny):
+    preset = dict(tiny.preset, fim=None)
+    p = build_prompt(preset, tiny.tokenizer, "a = 1\nb = ", "\nc = 3\n", heal=False)
+    assert p.mode == "prefix" and decode(tiny.tokenizer, p.ids) == "a = 1\nb = "
+    assert p.suffix == "\nc = 3\n"  # still available to decoding components
+    with pytest.raises(ValueError, match="no FIM tokens"):
+        build_prompt(preset, tiny.tokenizer, "a", mode="psm")
+
+
+def test_budget_keeps_lines_nearest_the_cursor(tiny):
+    p = build_prompt(tiny.preset, tiny.tokenizer, PREFIX, SUFFIX, max_tokens=300, heal=False)
+    assert len(p.ids) <= 300
+    assert p.prefix.endswith("line_199 = 199\ndef f():\n    ret") and not p.prefix.startswith("line_0 ")
+    assert p.suffix.startswith("\nafter_0 = 0\n") and "after_199" not in p.suffix
+    assert p.dropped_prefix_lines > 0 and p.dropped_suffix_lines > 0
+    assert PREFIX.endswith(p.prefix) and SUFFIX.startswith(p.suffix)
+
+
+def test_healing_moves_the_tail_into_heal_text(tiny):
+    p = build_prompt(tiny.preset, tiny.tokenizer, "def f():\n    ret", "", heal=True)
+    assert p.heal_text and "ret".startswith(p.heal_text.strip()) or p.heal_text.endswith("ret")
+    assert decode(tiny.tokenizer, p.ids).endswith("<fim_suffix><fim_middle>")
+    assert not decode(tiny.tokenizer, p.ids).split("<fim_suffix>")[0].endswith("ret")
+
+
+def test_empty_prefix_without_fim_starts_a_document(tiny):
+    p = build_prompt(dict(tiny.preset, fim=None), tiny.tokenizer, "", "x = 1\n")
+    assert p.ids == [tiny.tokenizer.eos_token_id]
+
+
+def test_tiny_budget_is_an_error(tiny):
+    with pytest.raises(ValueError, match="no room"):
+        build_prompt(tiny.preset, tiny.tokenizer, "a", "b", max_tokens=4)
+
+
+def test_marker_text_in_the_file_stays_text(tiny):
+    p = build_prompt(tiny.preset, tiny.tokenizer, "s = '<fim_middle>'\n", "", heal=False)
+    fim_ids = set(tiny.tokenizer.convert_tokens_to_ids(["<fim_prefix>", "<fim_suffix>", "<fim_middle>"]))
+    assert sum(i in fim_ids for i in p.ids) == 3  # only the layout's own markers
