@@ -165,9 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
     p.set_defaults(func=cmd_complete)
 
+    # `eval` is delegated whole to the harness's own parser (see main()); listed here for --help.
+    sub.add_parser("eval", help="evaluate quality and latency: humaneval, humaneval-infilling, repobench, "
+                   "build-repobench (codedec eval --help)", add_help=False)
+
     for name, text in (
         ("serve", "run the language server / websocket API"),
-        ("eval", "run HumanEval / RepoBench evaluations"),
         ("bench", "run benchmarks"),
     ):
         q = sub.add_parser(name, help=text)
@@ -177,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["eval"]:
+        from codedec_eval.cli import main as eval_main
+
+        return eval_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr)

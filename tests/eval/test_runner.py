@@ -1,0 +1,152 @@
+"""The runner end to end on the tiny random model: rows, summary, table, plot, resume; and the tasks."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from codedec_eval.humaneval import load_humaneval, load_humaneval_infilling
+from codedec_eval.repobench import record_from_dict
+from codedec_eval.runner import (
+    PLOT_FILE,
+    SAMPLES_FILE,
+    SUMMARY_FILE,
+    RunConfig,
+    RunSettings,
+    parse_configs,
+    run_eval,
+)
+from codedec_eval.tasks import HumanEvalTask, InfillingTask, RepoBenchTask, Sample, infill_middle
+from rich.console import Console
+
+
+def test_parse_configs():
+    assert parse_configs("min-tokens,no-fences;no-fences") == [
+        RunConfig(("min-tokens", "no-fences")), RunConfig(("no-fences",))]
+    assert parse_configs("") == [RunConfig()] and parse_configs(None) == [RunConfig()]
+    assert parse_configs(";min-tokens;") == [RunConfig(), RunConfig(("min-tokens",))]
+    assert parse_configs("no-fences,min-tokens") == [RunConfig(("min-tokens", "no-fences"))]  # registry order
+    heal_off = parse_configs(";no-heal")
+    assert [c.label for c in heal_off] == ["plain", "no-heal"] and heal_off[1] == RunConfig((), heal=False)
+    with pytest.raises(ValueError, match="unknown decoding component"):
+        parse_configs("plain;nonsense")
+
+
+@pytest.fixture()
+def engine(tiny):
+    from codedec.engine import Engine
+
+    return Engine(tiny)
+
+
+def test_humaneval_end_to_end_and_resume(engine, tmp_path, monkeypatch):
+    task = HumanEvalTask(load_humaneval()[:3], timeout_s=5)
+    configs = parse_configs(";min-tokens")
+    settings = RunSettings(max_new_tokens=12)
+    out = io.StringIO()
+    summary = run_eval(task, engine, configs, settings, tmp_path, progress=False,
+                       console=Console(file=out, width=120))
+    rows = [json.loads(line) for line in (tmp_path / SAMPLES_FILE).read_text().splitlines()]
+    assert len(rows) == 6 and {r["config"] for r in rows} == {"plain", "min-tokens"}
+    for row in rows:
+        assert row["status"] in {"passed", "failed", "timeout", "killed", "output_limit"}
+        assert 0 < row["new_tokens"] <= 12 and row["prompt_tokens"] > 0 and row["total_ms"] > 0
+    assert json.loads((tmp_path / SUMMARY_FILE).read_text()) == json.loads(json.dumps(summary))
+    plain = summary["configs"]["plain"]
+    assert plain["n"] == 3 and set(plain["quality"]) == {"pass@1"}
+    assert plain["latency_ms"]["p50"] > 0 and plain["tokens_per_s"] > 0 and plain["mean_prompt_tokens"] > 0
+    assert (tmp_path / PLOT_FILE).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = out.getvalue()
+    assert "pass@1 %" in table and "min-tokens" in table and "p95 ms" in table
+
+    import codedec.complete
+
+    calls = []
+    real = codedec.complete.complete
+    monkeypatch.setattr(codedec.complete, "complete", lambda *a, **k: calls.append(1) or real(*a, **k))
+    with open(tmp_path / SAMPLES_FILE, "a") as f:
+        f.write('{"fingerprint": "torn')  # an interrupted write
+    again = run_eval(task, engine, configs, settings, tmp_path, progress=False)
+    assert calls == [] and again["configs"] == summary["configs"]
+    # a new configuration runs only its own samples (+ one warm-up)
+    more = run_eval(task, engine, parse_configs(";no-heal"), settings, tmp_path, progress=False, plot=False)
+    assert len(calls) == 3 + 1 and more["configs"]["no-heal"]["n"] == 3 and more["configs"]["plain"]["n"] == 3
+
+
+def test_infilling_and_repobench_tasks_run(engine, tmp_path):
+    task = InfillingTask(load_humaneval_infilling("single-line")[:2], "single-line", timeout_s=5)
+    summary = run_eval(task, engine, parse_configs(""), RunSettings(max_new_tokens=8), tmp_path / "fim",
+                       progress=False, plot=False)
+    assert set(summary["configs"]["plain"]["quality"]) == {"pass@1", "exact_match"}
+    row = {"repo_name": "r", "file_path": "a.py", "context": [{"path": "b.py", "snippet": "def f():\n    pass"}],
+           "import_statement": "from b import f", "cropped_code": "x = 1", "next_line": "f()", "level": "2k"}
+    task = RepoBenchTask([record_from_dict(row), record_from_dict({**row, "level": "4k"})],
+                         count_tokens=len, max_prompt_tokens=500)
+    summary = run_eval(task, engine, parse_configs(""), RunSettings(max_new_tokens=8), tmp_path / "rb",
+                       progress=False, plot=False)
+    quality = summary["configs"]["plain"]["quality"]
+    assert {"em", "es", "em@2k", "es@4k"} <= set(quality)
+
+
+def test_task_scoring_without_a_model():
+    he = HumanEvalTask(load_humaneval()[:1], timeout_s=5)
+    sample = he.samples()[0]
+    good = he.score(sample, he.problems[sample.task_id].canonical_solution)
+    bad = he.score(sample, "    return None\n")
+    assert good["passed"] and not bad["passed"] and "AssertionError" in bad["error"]
+    rows = [{"task_id": "a", "passed": True}, {"task_id": "a", "passed": False},
+            {"task_id": "b", "passed": False}, {"task_id": "b", "passed": False}]
+    assert he.summarize(rows) == {"pass@1": 25.0}  # pass@10/100 need more samples
+    he.ks = (1, 2)
+    assert he.summarize(rows) == {"pass@1": 25.0, "pass@2": 50.0}
+
+    rb = RepoBenchTask([])
+    scored = rb.score(Sample("0", "", meta={"level": "2k", "next_line": "    y = f(x)"}), "\n    # c\n    y = f(x)\n")
+    assert scored == {"pred_line": "    y = f(x)", "em": True, "es": 100.0}
+
+
+@pytest.mark.parametrize(
+    ("text", "single", "suffix", "middle"),
+    [
+        ("    return x\n    more\n", True, "", "    return x\n"),
+        ("    return x", True, "", "    return x\n"),
+        ("    a = 1\n    b = 2\n    return a + b\n", False, "    return a + b\n", "    a = 1\n    b = 2\n"),
+        ("    a = 1", False, "\n\n    return a\n", "    a = 1\n"),
+    ],
+)
+def test_infill_middle(text, single, suffix, middle):
+    assert infill_middle(text, single, suffix) == middle
+
+
+def test_cli_end_to_end(tmp_path, capsys):
+    from codedec_eval.cli import main
+
+    rich = pytest.importorskip("rich")
+    from pathlib import Path
+
+    data = tmp_path / "rb.jsonl"
+    assert main(["build-repobench", "--repo", str(Path(rich.__file__).parent), "--out", str(data), "--n", "2"]) == 0
+    assert len(data.read_text().splitlines()) == 2
+    out = tmp_path / "he"
+    assert main(["humaneval", "--model", "tiny-random", "--limit", "2", "--max-new-tokens", "6",
+                 "--out", str(out), "--no-progress", "--decoding", ";no-heal"]) == 0
+    assert (out / SUMMARY_FILE).exists() and "no-heal" in capsys.readouterr().out
+    assert main(["repobench", "--data", str(tmp_path / "missing.jsonl"), "--model", "tiny-random"]) == 2
+    assert main(["humaneval", "--decoding", "bogus"]) == 2
+
+
+def test_schedule_interleaves_configs_one_problem_apart():
+    from codedec_eval.runner import _schedule
+
+    a, b = RunConfig(), RunConfig(("min-tokens",))
+    samples = [Sample(f"p{i}", "x") for i in range(3)]
+    order = [(c.label, s.task_id, k) for c, s, k in _schedule([a, b], samples, 2)]
+    assert order == [
+        ("plain", "p0", 0), ("plain", "p0", 1),
+        ("plain", "p1", 0), ("min-tokens", "p0", 0), ("plain", "p1", 1), ("min-tokens", "p0", 1),
+        ("plain", "p2", 0), ("min-tokens", "p1", 0), ("plain", "p2", 1), ("min-tokens", "p1", 1),
+        ("min-tokens", "p2", 0), ("min-tokens", "p2", 1),
+    ]
+    for before, after in zip(order, order[1:], strict=False):
+        assert before[0] == after[0] or before[1] != after[1]  # never the same prompt across configs
