@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from codedec.cache import KVCache
 from codedec.decoding import ComponentContext, build_processors
@@ -52,7 +52,6 @@ class Step:
     elapsed_ms: float
     metrics: RequestMetrics
     finish_reason: str | None = None
-    extra: dict = field(default_factory=dict)
 
 
 class Engine:
@@ -117,7 +116,10 @@ class Engine:
         cache: KVCache,
     ) -> Iterator[Step]:
         t0 = time.perf_counter()
-        elapsed = lambda: (time.perf_counter() - t0) * 1000.0  # noqa: E731
+
+        def elapsed() -> float:
+            return (time.perf_counter() - t0) * 1000.0
+
         metrics = RequestMetrics(prompt_tokens=len(prompt_ids))
         stop_ids = set(self.stop_ids) | set(params.stop_token_ids)
         detok = IncrementalDetokenizer(self.vocab)
@@ -159,11 +161,11 @@ class Engine:
             delta = visible[shown : check.safe_len]
             shown = max(shown, check.safe_len)
             metrics.total_ms = elapsed()
-            if check.stopped:
-                finish = "newline" if params.single_line and visible[check.safe_len :].startswith("\n") else "stop_string"
-                yield Step([token], delta, index, metrics.total_ms, metrics)
-                break
             yield Step([token], delta, index, metrics.total_ms, metrics)
+            if check.stopped:
+                at_newline = params.single_line and visible[check.safe_len :].startswith("\n")
+                finish = "newline" if at_newline else "stop_string"
+                break
             if index + 1 < params.max_new_tokens:
                 try:
                     logits = decode_one(self.model, cache, token)
