@@ -169,13 +169,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("eval", help="evaluate quality and latency: humaneval, humaneval-infilling, repobench, "
                    "build-repobench (codedec eval --help)", add_help=False)
 
-    for name, text in (
-        ("serve", "run the language server / websocket API"),
-        ("bench", "run benchmarks"),
-    ):
-        q = sub.add_parser(name, help=text)
-        q.add_argument("rest", nargs=argparse.REMAINDER)
-        q.set_defaults(func=cmd_not_yet)
+    from lsp_server.cli import add_serve_arguments, run_serve
+    from lsp_server.stats import add_stats_arguments, run_stats
+
+    q = sub.add_parser("serve", help="run the language server (stdio/TCP) and/or the websocket API")
+    add_serve_arguments(q)
+    q.set_defaults(func=run_serve)
+    q = sub.add_parser("stats", help="acceptance rate and latency percentiles from the local telemetry log")
+    add_stats_arguments(q)
+    q.set_defaults(func=run_stats)
+    q = sub.add_parser("bench", help="run benchmarks (not yet: use the scripts in benchmarks/)")
+    q.add_argument("rest", nargs=argparse.REMAINDER)
+    q.set_defaults(func=cmd_not_yet)
     return parser
 
 

@@ -102,7 +102,7 @@ class Engine:
         if not self._busy.acquire(blocking=False):
             raise RuntimeError("this engine is already generating; one generation at a time")
         try:
-            yield from self._loop(list(prompt_ids), params, chain, heal_text, cancel, cache or self.cache)
+            yield from self._loop(list(prompt_ids), params, chain, heal_text, cancel, cache if cache is not None else self.cache)
         finally:
             self._busy.release()
 
