@@ -4,7 +4,9 @@
 
 1. Budget: the suffix gets at most ``suffix_share`` of ``max_tokens`` (and only what it needs),
    the prefix the rest. Whole lines are dropped from the far end of each side — the start of the
-   prefix, the end of the suffix — so the lines nearest the cursor are always kept.
+   prefix, the end of the suffix — so the lines nearest the cursor are always kept. The prefix
+   drops lines in blocks of ``PREFIX_LINE_ALIGN`` so its start is stable while the user types
+   (KV-cache prefix reuse across requests).
 2. Token healing (on by default): the prefix's trailing token(s) are removed and returned as
    ``heal_text`` (see ``codedec.context.healing``).
 3. Layout from the preset's ``fim`` entry: PSM ``<pre>prefix<suf>suffix<mid>`` or SPM
@@ -23,6 +25,7 @@ from codedec.context.healing import heal_tail
 from codedec.vocab import vocab_for
 
 DEFAULT_SUFFIX_SHARE = 0.25
+PREFIX_LINE_ALIGN = 32  # the prefix window's start moves in steps of this many lines
 
 
 @dataclass(frozen=True)
@@ -67,9 +70,15 @@ def _line_costs(tokenizer, lines: list[str]) -> list[int]:
     return [len(ids) for ids in batch]
 
 
-def fit_prefix(tokenizer, prefix: str, budget: int) -> tuple[str, int]:
+def fit_prefix(tokenizer, prefix: str, budget: int, align: int = 1) -> tuple[str, int]:
     """Keep the last lines of ``prefix`` that fit in ``budget`` tokens; returns (text, dropped lines).
-    The line holding the cursor is always kept (trimmed from its start if it alone is too long)."""
+
+    The line holding the cursor is always kept (trimmed from its start if it alone is too long).
+    ``align > 1`` drops lines from the start in multiples of ``align``: the window's first line
+    then stays put while the file grows at the cursor, so the KV cache of the previous request
+    stays a prefix of the next prompt (a window that slides by one line per request re-encodes
+    everything).
+    """
     if budget <= 0:
         return "", prefix.count("\n") + (1 if prefix else 0)
     lines = prefix.splitlines(keepends=True)
@@ -80,15 +89,19 @@ def fit_prefix(tokenizer, prefix: str, budget: int) -> tuple[str, int]:
             break
         total += cost
         keep += 1
-    text = "".join(lines[len(lines) - keep :])
+    dropped = len(lines) - keep
+    aligned = -(-dropped // align) * align
+    if align > 1 and aligned < len(lines):  # never align away the cursor's line
+        dropped = aligned
+    text = "".join(lines[dropped:])
     ids = _encode(tokenizer, text)
-    while len(ids) > budget and keep > 1:  # per-line counts can differ slightly from the join
-        keep -= 1
-        text = "".join(lines[len(lines) - keep :])
+    while len(ids) > budget and dropped < len(lines) - 1:  # per-line counts can differ from the join
+        dropped += 1
+        text = "".join(lines[dropped:])
         ids = _encode(tokenizer, text)
     if len(ids) > budget:  # one very long line: cut tokens from its start
         text = tokenizer.decode(ids[len(ids) - budget :])
-    return text, len(lines) - keep
+    return text, dropped
 
 
 def fit_suffix(tokenizer, suffix: str, budget: int) -> tuple[str, int]:
@@ -144,7 +157,9 @@ def build_prompt(
 
     kept_suffix, dropped_suffix = fit_suffix(tokenizer, suffix, suffix_budget) if suffix_budget else ("", 0)
     suffix_ids = _encode(tokenizer, kept_suffix)
-    kept_prefix, dropped_prefix = fit_prefix(tokenizer, prefix, max_tokens - overhead - len(suffix_ids))
+    kept_prefix, dropped_prefix = fit_prefix(
+        tokenizer, prefix, max_tokens - overhead - len(suffix_ids), align=PREFIX_LINE_ALIGN
+    )
     prefix_ids = _encode(tokenizer, kept_prefix)
 
     heal_text = ""

@@ -65,3 +65,18 @@ def test_marker_text_in_the_file_stays_text(tiny):
     p = build_prompt(tiny.preset, tiny.tokenizer, "s = '<fim_middle>'\n", "", heal=False)
     fim_ids = set(tiny.tokenizer.convert_tokens_to_ids(["<fim_prefix>", "<fim_suffix>", "<fim_middle>"]))
     assert sum(i in fim_ids for i in p.ids) == 3  # only the layout's own markers
+
+
+def test_prefix_window_start_is_stable_while_typing(tiny):
+    """Growing the file at the cursor must not slide the window start line by line."""
+    from codedec.context.fim import fit_prefix
+
+    starts = set()
+    text = "".join(f"line_{i} = {i}\n" for i in range(400))
+    for i in range(12):
+        text += f"    value_{i} = compute({i})\n"
+        kept, dropped = fit_prefix(tiny.tokenizer, text, 1500, align=32)
+        assert len(tiny.tokenizer.encode(kept, add_special_tokens=False)) <= 1500
+        assert dropped % 32 == 0
+        starts.add(dropped)
+    assert len(starts) <= 2  # 12 new lines move the start at most once
