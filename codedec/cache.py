@@ -10,16 +10,21 @@ What it is: a thin owner of a transformers ``DynamicCache`` (layers ``.keys/.val
 Invariant: ``len(self) == len(self.tokens) == kv.get_seq_length()``; position ``t`` of every layer
 holds the key/value of ``tokens[t]`` at position ``t``.
 
-What it is not: a paged multi-sequence allocator, and (yet) edit-aware. PIE's re-rotation of the
-keys after a mid-file edit will extend ``reuse`` here, using ``codedec.kernels.rope_patch``.
+What it is not: a paged multi-sequence allocator. Edit-aware reuse (PIE: keep the cache after a
+mid-file edit and re-rotate the suffix keys, ``codedec.kernels.rope_patch``) lives in
+``codedec.pie``; ``apply_edit`` here delegates to it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import DynamicCache
+
+if TYPE_CHECKING:
+    from codedec.pie import EditResult
 
 
 def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
@@ -97,3 +102,9 @@ class KVCache:
         """(keys, values) per layer, each [1, H_kv, T, D] — views, not copies."""
         return [(layer.keys, layer.values) for layer in self.kv.layers]
 
+    def apply_edit(self, model: Any, new_ids: Sequence[int], preset: dict, **options: Any) -> EditResult:
+        """PIE edit-aware reuse for ``new_ids`` (``codedec.pie.apply_edit``): afterwards the cache
+        holds a prefix of ``new_ids[:-1]`` (all of it unless PIE fell back to the common prefix)."""
+        from codedec.pie import apply_edit  # pie imports this module
+
+        return apply_edit(model, self, new_ids, preset, **options)
