@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from codedec.context.fim import build_prompt
-from codedec.decoding import parse_decoding
+from codedec.decoding import TextContext, parse_decoding
 from codedec.engine import Engine
 from codedec.sampling import SamplingParams
 
@@ -52,8 +52,11 @@ def complete(
     max_prompt_tokens: int | None = None,
     cancel: threading.Event | None = None,
     on_delta: Callable[[str], None] | None = None,
+    path: str | None = None,
 ) -> Completion:
     """Complete the text between ``prefix`` and ``suffix`` with ``engine``'s model.
+
+    ``path`` names the file (decoding components that ask a language server use it).
 
     Raises ``ValueError`` for bad parameters or unknown decoding components.
     """
@@ -74,7 +77,12 @@ def complete(
     parts: list[str] = []
     tokens: list[int] = []
     last = None
-    for step in engine.generate(prompt.ids, params, decoding=names, heal_text=prompt.heal_text, cancel=cancel):
+    heal = prompt.heal_text
+    before = prefix[: len(prefix) - len(heal)] if heal and prefix.endswith(heal) else prefix
+    text = TextContext(prefix=before, suffix=suffix, path=path, single_line=single_line)
+    for step in engine.generate(
+        prompt.ids, params, decoding=names, heal_text=heal, cancel=cancel, text_context=text
+    ):
         tokens.extend(step.token_ids)
         if step.text:
             parts.append(step.text)

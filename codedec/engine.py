@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from codedec.cache import KVCache
-from codedec.decoding import ComponentContext, build_processors
+from codedec.decoding import ComponentContext, TextContext, build_processors
 from codedec.detokenize import IncrementalDetokenizer
 from codedec.forward import decode_one, prefill
 from codedec.metrics import RequestMetrics
@@ -83,19 +83,25 @@ class Engine:
         heal_text: str = "",
         cancel: threading.Event | None = None,
         cache: KVCache | None = None,
+        text_context: TextContext | None = None,
     ) -> Iterator[Step]:
         """Stream the completion of ``prompt_ids`` (see the module docstring for the loop).
 
         ``decoding`` names registry components (``codedec.decoding``), ``processors`` adds
         ready-made ones after them. ``heal_text`` is the text the prompt was backed up by (token
         healing): the first tokens are constrained to re-create it and it is not part of the
-        completion text. Raises ``ValueError`` for an empty prompt or unknown component names.
+        completion text. ``text_context`` is the text around the cursor, for components that read
+        code (grammar, monitor). Raises ``ValueError`` for an empty prompt or unknown component names.
         """
         if len(prompt_ids) == 0:
             raise ValueError("the prompt is empty: at least one token id is needed")
         params = params or SamplingParams()
         chain = ProcessorChain(
-            build_processors(decoding, ComponentContext(self.vocab, self.stop_ids)) + list(processors)
+            build_processors(
+                decoding,
+                ComponentContext(self.vocab, self.stop_ids, text_context or TextContext(), self.tokenizer),
+            )
+            + list(processors)
         )
         if heal_text:
             chain.processors.append(HealingProcessor(self.vocab, heal_text.encode("utf-8")))
