@@ -84,6 +84,7 @@ class Engine:
         cancel: threading.Event | None = None,
         cache: KVCache | None = None,
         text_context: TextContext | None = None,
+        edit_aware: bool = False,
     ) -> Iterator[Step]:
         """Stream the completion of ``prompt_ids`` (see the module docstring for the loop).
 
@@ -91,7 +92,10 @@ class Engine:
         ready-made ones after them. ``heal_text`` is the text the prompt was backed up by (token
         healing): the first tokens are constrained to re-create it and it is not part of the
         completion text. ``text_context`` is the text around the cursor, for components that read
-        code (grammar, monitor). Raises ``ValueError`` for an empty prompt or unknown component names.
+        code (grammar, monitor). ``edit_aware`` reuses the cache across a mid-prompt edit (PIE,
+        ``codedec.pie``): the tokens after the edit keep their keys/values, re-rotated to their new
+        positions, instead of being re-encoded. Raises ``ValueError`` for an empty prompt or
+        unknown component names.
         """
         if len(prompt_ids) == 0:
             raise ValueError("the prompt is empty: at least one token id is needed")
@@ -108,7 +112,8 @@ class Engine:
         if not self._busy.acquire(blocking=False):
             raise RuntimeError("this engine is already generating; one generation at a time")
         try:
-            yield from self._loop(list(prompt_ids), params, chain, heal_text, cancel, cache if cache is not None else self.cache)
+            cache = cache if cache is not None else self.cache
+            yield from self._loop(list(prompt_ids), params, chain, heal_text, cancel, cache, edit_aware)
         finally:
             self._busy.release()
 
@@ -120,6 +125,7 @@ class Engine:
         heal_text: str,
         cancel: threading.Event | None,
         cache: KVCache,
+        edit_aware: bool,
     ) -> Iterator[Step]:
         t0 = time.perf_counter()
 
@@ -134,8 +140,15 @@ class Engine:
         deadline = params.max_time_ms
 
         try:
-            metrics.reused_tokens = cache.reuse(prompt_ids)
-            logits = prefill(self.model, cache, prompt_ids[metrics.reused_tokens :])  # [V]
+            edited = 0
+            if edit_aware and len(cache):
+                edit = cache.apply_edit(self.model, prompt_ids, self.loaded.preset)
+                edited = edit.encoded
+                metrics.edit_encoded, metrics.edit_rotated = edit.encoded, edit.rotated
+                metrics.edit_fallback = edit.fallback_reason
+            kept = cache.reuse(prompt_ids)  # cached positions, the edited span included
+            metrics.reused_tokens = kept - edited
+            logits = prefill(self.model, cache, prompt_ids[kept:])  # [V]
         except BaseException:
             cache.reset()  # a forward that failed half-way leaves layers of unequal length
             raise

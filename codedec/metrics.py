@@ -21,10 +21,15 @@ class RequestMetrics:
     ttft_ms: float = 0.0
     new_tokens: int = 0
     total_ms: float = 0.0
+    # Edit-aware reuse (PIE), when asked for: tokens encoded for the edited span, cached tokens
+    # whose keys were re-rotated, and why PIE fell back to plain prefix reuse (None = it did not).
+    edit_encoded: int = 0
+    edit_rotated: int = 0
+    edit_fallback: str | None = None
 
     @property
     def encoded_tokens(self) -> int:
-        """Prompt tokens that had to go through the model."""
+        """Prompt tokens that had to go through the model (the edited span included)."""
         return self.prompt_tokens - self.reused_tokens
 
     @property

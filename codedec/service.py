@@ -68,6 +68,7 @@ class ServerSettings:
     languages: tuple[str, ...] = ()
     line_mode: str = "auto"
     heal: bool = True
+    pie: bool = True
     max_prompt_tokens: int | None = None
     telemetry_path: str | None = None
 
@@ -151,7 +152,7 @@ def _coerce(name: str, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise TypeError("expected a number of milliseconds")
         return float(value)
-    if name == "heal":
+    if name in ("heal", "pie"):
         if not isinstance(value, bool):
             raise TypeError("expected true or false")
         return value
@@ -250,6 +251,7 @@ class CompletionRequest:
     time_budget_ms: float | None = None
     decoding: tuple[str, ...] = ()
     heal: bool = True
+    pie: bool = True
     temperature: float = 0.0
     seed: int | None = None
     max_prompt_tokens: int | None = None
@@ -267,6 +269,7 @@ class CompletionRequest:
             time_budget_ms=settings.time_budget_ms,
             decoding=settings.decoding,
             heal=settings.heal,
+            pie=settings.pie,
             max_prompt_tokens=settings.max_prompt_tokens,
         )
         base.update(kw)
@@ -479,6 +482,7 @@ class CompletionService:
             heal_text=prompt.heal_text,
             cancel=request.cancel,
             cache=cache,
+            edit_aware=request.pie,
             **_text_context(engine, request, prompt.heal_text),
         ):
             last = step
@@ -498,6 +502,9 @@ class CompletionService:
             "prompt_ms": prompt_ms,
             "prompt_tokens": m.prompt_tokens,
             "reused_tokens": m.reused_tokens,
+            "edit_encoded": m.edit_encoded,
+            "edit_rotated": m.edit_rotated,
+            "edit_fallback": m.edit_fallback,
             "new_tokens": m.new_tokens,
             "prefill_ms": m.prefill_ms,
             "ttft_ms": m.ttft_ms,

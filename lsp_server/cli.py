@@ -67,6 +67,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-heal", action="store_true", help="turn token healing at the cursor off")
     parser.add_argument(
+        "--no-pie",
+        action="store_true",
+        help="turn edit-aware KV reuse off (after a mid-file edit, re-encode from the edit instead of "
+        "re-rotating the cached keys after it)",
+    )
+    parser.add_argument(
         "--telemetry",
         metavar="PATH",
         default=None,
@@ -91,6 +97,8 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
             given[name] = value
     if getattr(args, "no_heal", False):
         given["heal"] = False
+    if getattr(args, "no_pie", False):
+        given["pie"] = False
     if getattr(args, "telemetry", None) is not None:
         given["telemetry_path"] = args.telemetry
     return ServerSettings.from_options(given)

@@ -169,3 +169,34 @@ def test_healing_strips_the_healed_text(scripted):
     loaded, ids = scripted(["return", " x"])
     steps = list(Engine(loaded).generate(ids, SamplingParams(max_new_tokens=20), heal_text="ret"))
     assert "".join(s.text for s in steps) == "urn x"
+
+
+def _file_ids(tiny, n_funcs=12):
+    text = "".join(f"def f{i}(x):\n    return x + {i}\n\n" for i in range(n_funcs))
+    return tiny.tokenizer.encode(text, add_special_tokens=False)
+
+
+def test_edit_aware_reuse_after_a_mid_prompt_edit(tiny):
+    ids = _file_ids(tiny)
+    engine = Engine(tiny)
+    run(engine, ids, max_new_tokens=3)
+    mid = len(ids) // 2
+    edited = ids[:mid] + [7, 8, 9] + ids[mid + 2 :]  # replace 2 tokens by 3 in the middle
+    steps = list(engine.generate(edited, SamplingParams(max_new_tokens=3), edit_aware=True))
+    m = steps[-1].metrics
+    assert m.edit_fallback is None
+    assert m.edit_rotated > 0 and 0 < m.edit_encoded < 10
+    # Only the edited span and the last prompt token went through the model.
+    assert m.encoded_tokens == m.edit_encoded + 1
+    assert len(engine.cache) == len(edited) + 2  # prompt + generated tokens but the last
+
+
+def test_edit_aware_is_exact_when_the_prompt_only_grows(tiny):
+    ids = _file_ids(tiny)
+    plain, pie = Engine(tiny), Engine(tiny)
+    run(plain, ids[:-20], max_new_tokens=3)
+    run(pie, ids[:-20], max_new_tokens=3)
+    want, _, _ = run(plain, ids, max_new_tokens=8)
+    steps = list(pie.generate(ids, SamplingParams(max_new_tokens=8), edit_aware=True))
+    assert [t for s in steps for t in s.token_ids] == want
+    assert steps[-1].metrics.edit_rotated == 0

@@ -244,3 +244,24 @@ def test_text_reading_components_get_the_code_around_the_cursor(tiny):
     text = seen["text"]
     assert (text.suffix, text.path) == ("\nprint(main())\n", "/src/a.py")
     assert PREFIX.startswith(text.prefix) and len(text.prefix) >= len(PREFIX) - 8  # minus the healed tail
+
+
+def test_mid_file_edit_reuses_the_cache_with_pie(service):
+    """After an edit above the cursor, the next request re-rotates the cached suffix (PIE) instead
+    of re-encoding everything after the edit; ``pie=False`` turns that off."""
+    body = "".join(f"def f{i}(x):\n    return x * {i}\n\n" for i in range(10))
+    first = service.submit(req(1, prefix=body)).result(TIMEOUT)
+    assert first.error is None
+    edited = body.replace("return x * 2\n", "return x * 2 + 1\n")
+    second = service.submit(req(2, prefix=edited)).result(TIMEOUT)
+    assert second.stats["edit_fallback"] is None and second.stats["edit_rotated"] > 20
+    assert second.stats["prompt_tokens"] - second.stats["reused_tokens"] < 12
+    third = service.submit(req(3, prefix=body, pie=False)).result(TIMEOUT)
+    assert third.stats["edit_rotated"] == 0 and third.stats["reused_tokens"] < third.stats["prompt_tokens"] - 20
+
+
+def test_pie_setting():
+    assert ServerSettings().pie is True
+    assert ServerSettings.from_options({"pie": False}).pie is False
+    with pytest.raises(ValueError, match="pie"):
+        ServerSettings.from_options({"pie": "yes"})
