@@ -25,7 +25,8 @@ from codedec.context.healing import heal_tail
 from codedec.vocab import vocab_for
 
 DEFAULT_SUFFIX_SHARE = 0.25
-PREFIX_LINE_ALIGN = 32  # the prefix window's start moves in steps of this many lines
+PREFIX_LINE_ALIGN = 32
+FITS_CHARS_PER_TOKEN = 4  # text longer than this many chars per budget token is not tried whole  # the prefix window's start moves in steps of this many lines
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,9 @@ def _line_costs(tokenizer, lines: list[str]) -> list[int]:
     return [len(ids) for ids in batch]
 
 
-def fit_prefix(tokenizer, prefix: str, budget: int, align: int = 1) -> tuple[str, int]:
-    """Keep the last lines of ``prefix`` that fit in ``budget`` tokens; returns (text, dropped lines).
+def fit_prefix(tokenizer, prefix: str, budget: int, align: int = 1) -> tuple[str, list[int], int]:
+    """Keep the last lines of ``prefix`` that fit in ``budget`` tokens; returns (text, its ids,
+    dropped lines). A prefix that fits whole is tokenized once.
 
     The line holding the cursor is always kept (trimmed from its start if it alone is too long).
     ``align > 1`` drops lines from the start in multiples of ``align``: the window's first line
@@ -80,7 +82,11 @@ def fit_prefix(tokenizer, prefix: str, budget: int, align: int = 1) -> tuple[str
     everything).
     """
     if budget <= 0:
-        return "", prefix.count("\n") + (1 if prefix else 0)
+        return "", [], prefix.count("\n") + (1 if prefix else 0)
+    if len(prefix) <= FITS_CHARS_PER_TOKEN * budget:  # may fit whole: one tokenization then
+        ids = _encode(tokenizer, prefix)
+        if len(ids) <= budget:
+            return prefix, ids, 0
     lines = prefix.splitlines(keepends=True)
     costs = _line_costs(tokenizer, lines)
     total, keep = 0, 0
@@ -100,12 +106,18 @@ def fit_prefix(tokenizer, prefix: str, budget: int, align: int = 1) -> tuple[str
         text = "".join(lines[dropped:])
         ids = _encode(tokenizer, text)
     if len(ids) > budget:  # one very long line: cut tokens from its start
-        text = tokenizer.decode(ids[len(ids) - budget :])
-    return text, dropped
+        ids = ids[len(ids) - budget :]
+        text = tokenizer.decode(ids)
+    return text, ids, dropped
 
 
-def fit_suffix(tokenizer, suffix: str, budget: int) -> tuple[str, int]:
-    """Keep the first lines of ``suffix`` that fit in ``budget`` tokens; returns (text, dropped)."""
+def fit_suffix(tokenizer, suffix: str, budget: int) -> tuple[str, list[int], int]:
+    """Keep the first lines of ``suffix`` that fit in ``budget`` tokens; returns (text, its ids,
+    dropped lines). A suffix that fits whole is tokenized once."""
+    if len(suffix) <= FITS_CHARS_PER_TOKEN * budget:
+        ids = _encode(tokenizer, suffix)
+        if len(ids) <= budget:
+            return suffix, ids, 0
     lines = suffix.splitlines(keepends=True)
     costs = _line_costs(tokenizer, lines)
     total, keep = 0, 0
@@ -114,7 +126,13 @@ def fit_suffix(tokenizer, suffix: str, budget: int) -> tuple[str, int]:
             break
         total += cost
         keep += 1
-    return "".join(lines[:keep]), len(lines) - keep
+    text = "".join(lines[:keep])
+    ids = _encode(tokenizer, text)
+    while len(ids) > budget and keep > 0:  # per-line counts can differ from the join
+        keep -= 1
+        text = "".join(lines[:keep])
+        ids = _encode(tokenizer, text)
+    return text, ids, len(lines) - keep
 
 
 def build_prompt(
@@ -155,12 +173,12 @@ def build_prompt(
     if max_tokens - overhead < 8:
         raise ValueError(f"max_tokens={max_tokens} leaves no room for the prompt ({overhead} marker tokens)")
 
-    kept_suffix, dropped_suffix = fit_suffix(tokenizer, suffix, suffix_budget) if suffix_budget else ("", 0)
-    suffix_ids = _encode(tokenizer, kept_suffix)
-    kept_prefix, dropped_prefix = fit_prefix(
+    kept_suffix, suffix_ids, dropped_suffix = (
+        fit_suffix(tokenizer, suffix, suffix_budget) if suffix_budget else ("", [], 0)
+    )
+    kept_prefix, prefix_ids, dropped_prefix = fit_prefix(
         tokenizer, prefix, max_tokens - overhead - len(suffix_ids), align=PREFIX_LINE_ALIGN
     )
-    prefix_ids = _encode(tokenizer, kept_prefix)
 
     heal_text = ""
     if heal and len(prefix_ids) >= 2:

@@ -75,8 +75,8 @@ def test_prefix_window_start_is_stable_while_typing(tiny):
     text = "".join(f"line_{i} = {i}\n" for i in range(400))
     for i in range(12):
         text += f"    value_{i} = compute({i})\n"
-        kept, dropped = fit_prefix(tiny.tokenizer, text, 1500, align=32)
-        assert len(tiny.tokenizer.encode(kept, add_special_tokens=False)) <= 1500
+        kept, ids, dropped = fit_prefix(tiny.tokenizer, text, 1500, align=32)
+        assert ids == tiny.tokenizer.encode(kept, add_special_tokens=False) and len(ids) <= 1500
         assert dropped % 32 == 0
         starts.add(dropped)
     assert len(starts) <= 2  # 12 new lines move the start at most once
