@@ -116,6 +116,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
             temperature=args.temperature,
             seed=args.seed,
             max_time_ms=args.max_time_ms,
+            path=str(cursor.path.resolve()),
             on_delta=None if args.json else stream,
         )
     except ValueError as err:

@@ -79,7 +79,8 @@ def complete(
     last = None
     heal = prompt.heal_text
     before = prefix[: len(prefix) - len(heal)] if heal and prefix.endswith(heal) else prefix
-    text = TextContext(prefix=before, suffix=suffix, path=path, single_line=single_line)
+    text = TextContext(prefix=before, suffix=suffix, path=path, single_line=single_line,
+                       max_new_tokens=max_new_tokens)
     for step in engine.generate(
         prompt.ids, params, decoding=names, heal_text=heal, cancel=cancel, text_context=text
     ):

@@ -1,0 +1,52 @@
+"""The language-server client against the real jedi-language-server: start, warm queries,
+incremental sync, and a restart after the server dies."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from codedec.monitor import MonitorClient
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ws")
+    c = MonitorClient(root, restart_interval_s=0.0)
+    if not c.start(wait=True):
+        pytest.skip("jedi-language-server did not start")
+    yield c
+    c.close()
+
+
+def names(client, path, text, offset=None):
+    return client.request(str(path), text, len(text) if offset is None else offset).result(30)
+
+
+def test_member_completion(client):
+    text = "import os\nx = os.pa"
+    got = names(client, client.root / "a.py", text, len(text) - 2)
+    assert "path" in got and "getcwd" in got
+
+
+def test_incremental_sync_keeps_the_document(client):
+    path = client.root / "b.py"
+    v1 = "class Point:\n    def norm(self): ...\n\np = Point()\np."
+    assert "norm" in names(client, path, v1)
+    v2 = v1.replace("def norm", "def length")  # an edit in the middle, sent as one range change
+    got = names(client, path, v2)
+    assert "length" in got and "norm" not in got
+    assert client._docs[path.resolve().as_uri()][0] == 2  # one didOpen, then one didChange
+
+
+def test_a_dead_server_is_restarted(client):
+    client.kill_server()
+    deadline = time.monotonic() + 5
+    while client.ready and time.monotonic() < deadline:
+        time.sleep(0.05)
+    text = "import os\nos."
+    assert names(client, client.root / "c.py", text) == []  # not ready: no answer, no error
+    assert client.start(wait=True)
+    assert "path" in names(client, client.root / "c.py", text)
+    assert client.starts >= 2
