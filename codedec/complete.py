@@ -34,6 +34,21 @@ class Completion:
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
 
 
+def text_context(
+    heal_text: str, prefix: str, suffix: str, path: str | None, params: SamplingParams
+) -> TextContext:
+    """The code around the cursor as decoding components see it: the prefix without the healed
+    tail (generation re-creates it), the suffix, the file's path and the generation's limits."""
+    before = prefix[: len(prefix) - len(heal_text)] if heal_text and prefix.endswith(heal_text) else prefix
+    return TextContext(
+        prefix=before,
+        suffix=suffix,
+        path=path,
+        single_line=params.single_line,
+        max_new_tokens=params.max_new_tokens,
+    )
+
+
 def complete(
     engine: Engine,
     prefix: str,
@@ -77,12 +92,9 @@ def complete(
     parts: list[str] = []
     tokens: list[int] = []
     last = None
-    heal = prompt.heal_text
-    before = prefix[: len(prefix) - len(heal)] if heal and prefix.endswith(heal) else prefix
-    text = TextContext(prefix=before, suffix=suffix, path=path, single_line=single_line,
-                       max_new_tokens=max_new_tokens)
+    text = text_context(prompt.heal_text, prefix, suffix, path, params)
     for step in engine.generate(
-        prompt.ids, params, decoding=names, heal_text=heal, cancel=cancel, text_context=text
+        prompt.ids, params, decoding=names, heal_text=prompt.heal_text, cancel=cancel, text_context=text
     ):
         tokens.extend(step.token_ids)
         if step.text:

@@ -19,7 +19,6 @@ What it is not: a protocol. URIs are opaque keys here, and nothing below this mo
 
 from __future__ import annotations
 
-import inspect
 import logging
 import queue
 import threading
@@ -298,20 +297,6 @@ class CompletionResult:
 _STOP = object()
 
 
-def _text_context(engine: Any, request: CompletionRequest, heal: str) -> dict[str, Any]:
-    """``text_context=`` for engines whose decoding components read the code around the cursor
-    (grammar, monitor): the prefix without the healed tail, the suffix and the file's path."""
-    try:
-        from codedec.decoding import TextContext
-    except ImportError:  # an engine without text-reading components
-        return {}
-    if "text_context" not in inspect.signature(engine.generate).parameters:
-        return {}
-    prefix = request.prefix
-    before = prefix[: len(prefix) - len(heal)] if heal and prefix.endswith(heal) else prefix
-    return {"text_context": TextContext(prefix=before, suffix=request.suffix, path=request.path)}
-
-
 class CompletionService:
     """Documents + a request queue + one engine worker thread (see the module docstring).
 
@@ -450,6 +435,7 @@ class CompletionService:
             return cache
 
     def _generate(self, request: CompletionRequest, queue_ms: float) -> CompletionResult:
+        from codedec.complete import text_context
         from codedec.context.fim import build_prompt
         from codedec.sampling import SamplingParams
 
@@ -483,7 +469,7 @@ class CompletionService:
             cancel=request.cancel,
             cache=cache,
             edit_aware=request.pie,
-            **_text_context(engine, request, prompt.heal_text),
+            text_context=text_context(prompt.heal_text, request.prefix, request.suffix, request.path, params),
         ):
             last = step
             if not step.text:
