@@ -13,6 +13,11 @@ it (``infill_middle``), and we count:
 
     .venv/bin/python benchmarks/bench_grammar.py [--single 12] [--multi 8] [--configs "plain;grammar"]
     .venv/bin/python benchmarks/bench_grammar.py --overhead codedec/engine.py   # per-token cost of the three
+    .venv/bin/python benchmarks/bench_grammar.py --score runs/a/samples.jsonl runs/b/samples.jsonl
+
+``--score`` rates finished ``codedec eval humaneval-infilling`` runs instead of generating: the
+same ``worse`` and ``pass`` counts per configuration, over the problems every listed run has (so
+a plain baseline run and a ``--decoding grammar`` run of the same problems compare directly).
 
 The machine is shared: the ms are indicative, the rates are what we compare.
 """
@@ -26,6 +31,7 @@ import statistics
 import time
 
 import torch
+from timed import Timed
 
 from codedec.context.fim import build_prompt
 from codedec.decoding import TextContext
@@ -47,33 +53,6 @@ def error_nodes(code: str) -> int:
         if node.has_error:
             stack.extend(node.children)
     return count
-
-
-class Timed:
-    """Wraps a processor and records the seconds of each call + advance."""
-
-    def __init__(self, proc) -> None:
-        self.proc, self.times = proc, []
-
-    def __call__(self, logits, draft=()):
-        t = time.perf_counter()
-        out = self.proc(logits, draft)
-        self.times.append(time.perf_counter() - t)
-        return out
-
-    def advance(self, ids):
-        t = time.perf_counter()
-        self.proc.advance(ids)
-        self.times[-1] += time.perf_counter() - t
-
-    def rollback(self, n):
-        self.proc.rollback(n)
-
-    def fork(self):
-        return Timed(self.proc.fork())
-
-    def reset(self):
-        self.proc.reset()
 
 
 def complete_one(engine: Engine, problem, single_line: bool, use_grammar: bool) -> tuple[str, list[float], bool]:
@@ -150,6 +129,39 @@ def worse_in_samples(path: str, problems, single: bool) -> list:
     return out
 
 
+def score_runs(paths: list[str]) -> None:
+    """Print worse / pass / EM per configuration of finished eval runs (samples.jsonl files), over
+    the task ids that every configuration completed."""
+    from codedec_eval.humaneval import load_humaneval_infilling
+
+    rows: dict[str, dict[str, dict]] = {}  # config -> task_id -> sample
+    for path in paths:
+        for line in open(path, encoding="utf-8"):
+            row = json.loads(line)
+            if row.get("repeat", 0) == 0 and "middle" in row:
+                rows.setdefault(row["config"], {})[row["task_id"]] = row
+    if not rows:
+        raise SystemExit(f"no infilling samples in {paths}")
+    common = set.intersection(*(set(r) for r in rows.values()))
+    problems = {}
+    for split in ("single-line", "multi-line"):
+        problems.update({p.task_id: p for p in load_humaneval_infilling(split)})
+    missing = sorted(t for t in common if t not in problems)
+    if missing:
+        raise SystemExit(f"{len(missing)} task ids are not HumanEval infilling problems, e.g. {missing[0]}")
+    base = {t: error_nodes(problems[t].prompt + problems[t].suffix) for t in common}
+    print(f"{len(common)} problems completed by every configuration ({', '.join(rows)})")
+    print(f"{'config':12s} {'worse':>11s} {'pass@1':>11s} {'exact':>11s}")
+    n = len(common)
+    for config, by_task in rows.items():
+        worse = sum(error_nodes(problems[t].prompt + by_task[t]["middle"] + problems[t].suffix) > base[t]
+                    for t in common)
+        passed = sum(bool(by_task[t].get("passed")) for t in common)
+        exact = sum(bool(by_task[t].get("exact_match")) for t in common)
+        print(f"{config:12s} {worse:>4d} {100 * worse / n:5.1f}% {passed:>4d} {100 * passed / n:5.1f}% "
+              f"{exact:>4d} {100 * exact / n:5.1f}%")
+
+
 def main() -> None:
     from codedec_eval.humaneval import load_humaneval_infilling
     from codedec_eval.sandbox import run_program
@@ -167,7 +179,12 @@ def main() -> None:
     ap.add_argument("--overhead", metavar="FILE", default=None,
                     help="only measure the per-token cost of rpg, grammar and monitor on FILE's tokens")
     ap.add_argument("--overhead-tokens", type=int, default=400)
+    ap.add_argument("--score", nargs="+", metavar="SAMPLES_JSONL", default=None,
+                    help="rate finished humaneval-infilling eval runs instead of generating")
     args = ap.parse_args()
+    if args.score:
+        score_runs(args.score)
+        return
     torch.set_grad_enabled(False)
     engine = Engine(load_model(args.model))
     if args.overhead:

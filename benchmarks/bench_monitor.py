@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import torch
+from timed import Timed
 
 from codedec.context.fim import build_prompt as fim_prompt
 from codedec.decoding import TextContext
@@ -36,34 +37,6 @@ from codedec.loading import load_model
 from codedec.monitor import MonitorClient
 from codedec.processors.monitor import MonitorConfig, MonitorProcessor
 from codedec.sampling import SamplingParams
-
-
-class Timed:
-    """Wraps a processor; ``times`` holds the seconds of each call + advance."""
-
-    def __init__(self, proc) -> None:
-        self.proc, self.times = proc, []
-
-    def __call__(self, logits, draft=()):
-        t = time.perf_counter()
-        out = self.proc(logits, draft)
-        self.times.append(time.perf_counter() - t)
-        return out
-
-    def advance(self, ids):
-        t = time.perf_counter()
-        self.proc.advance(ids)
-        self.times[-1] += time.perf_counter() - t
-
-    def rollback(self, n):
-        self.proc.rollback(n)
-
-    def fork(self):
-        return Timed(self.proc.fork())
-
-    def reset(self):
-        self.proc.reset()
-
 
 MEMBER = re.compile(r"([A-Za-z_]\w*)\.([A-Za-z_]\w*)")
 
@@ -129,7 +102,8 @@ def main() -> None:
     engine = Engine(load_model(args.model))
     client = MonitorClient(repo)
     t = time.perf_counter()
-    client.start(wait=True)
+    if not client.start(wait=True):
+        raise SystemExit(f"the language server did not start in {repo}: the comparison would be plain vs plain")
     print(f"language server ready in {time.perf_counter() - t:.1f} s")
 
     stats = {c: {"em": 0, "es": 0.0, "checked": 0, "missing": 0, "ms_tok": [], "proc_ms": [], "lines": []}

@@ -14,6 +14,11 @@
    decode ms/token.
 
     .venv/bin/python benchmarks/bench_rpg.py [--humaneval 40] [--repo-functions 30] [--max-new 200]
+    .venv/bin/python benchmarks/bench_rpg.py --score runs/plain/samples.jsonl runs/rpg/samples.jsonl
+
+``--score`` rates finished ``codedec eval humaneval`` runs instead of decoding: pass@1 of every
+configuration over all problems, and the repetition rates over the problems whose *plain*
+completion repeats (the benchmark at the scale of the whole of HumanEval).
 
 The machine is shared and noisy: compare the rates; treat the ms as indicative.
 """
@@ -143,6 +148,37 @@ def no_harm(engine: Engine, samples: str, configs: str, max_new: int) -> None:
         print(f"{name:28s} still pass: {ok}/{len(cands)}")
 
 
+def score_runs(paths: list[str]) -> None:
+    """Print pass@1 (all problems) and repetition rates (the problems whose plain completion
+    repeats) per configuration of finished HumanEval eval runs."""
+    rows: dict[str, dict[str, dict]] = {}  # config -> task_id -> row
+    for path in paths:
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                if row.get("repeat", 0) == 0:
+                    rows.setdefault(row["config"], {})[row["task_id"]] = row
+    if "plain" not in rows:
+        raise SystemExit(f"no plain configuration in {paths}: it defines which problems repeat")
+    common = sorted(set.intersection(*(set(r) for r in rows.values())))
+    stats = {c: {t: repetition_stats(r[t]["completion"]) for t in common} for c, r in rows.items()}
+    repeating = [t for t in common
+                 if stats["plain"][t]["repeated_lines"] or stats["plain"][t]["repeated_statements"]]
+    if not repeating:
+        raise SystemExit("no plain completion repeats: nothing to compare")
+    print(f"{len(common)} problems in every run; plain repeats in {len(repeating)} of them")
+    print(f"{'config':12s} {'pass@1':>7s} {'rep.line':>9s} {'rep.struct':>11s} {'lines w/ rep':>13s} {'new tok':>8s}")
+    mean = statistics.fmean
+    for config, by_task in rows.items():
+        st = stats[config]
+        passed = sum(bool(by_task[t].get("passed")) for t in common)
+        print(f"{config:12s} {100 * passed / len(common):6.1f}% "
+              f"{mean(st[t]['repeated_line_rate'] for t in repeating):9.3f} "
+              f"{mean(st[t]['repeated_structure_rate'] for t in repeating):11.3f} "
+              f"{sum(st[t]['repeated_lines'] > 0 for t in repeating):>6d}/{len(repeating):<6d} "
+              f"{mean(by_task[t]['new_tokens'] for t in repeating):8.1f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="smollm2")
@@ -158,7 +194,12 @@ def main() -> None:
     ap.add_argument("--no-harm", default=None, metavar="SAMPLES_JSONL",
                     help="only check the HumanEval problems that passed with plain decoding in this eval run: "
                          "how many still pass under each configuration")
+    ap.add_argument("--score", nargs="+", metavar="SAMPLES_JSONL", default=None,
+                    help="rate finished humaneval eval runs (one must have the plain configuration)")
     args = ap.parse_args()
+    if args.score:
+        score_runs(args.score)
+        return
     torch.set_grad_enabled(False)
 
     loaded = load_model(args.model)

@@ -6,7 +6,8 @@ Subcommands (each prints the side-by-side table and writes ``samples.jsonl``,
     humaneval            [--model M] [--decoding "a,b;c"] [--limit N] [--n-samples K] [--temperature T]
                          [--data PATH] [--out DIR]
     humaneval-infilling  --split single-line|multi-line  [same options]
-    repobench            --data FILE(.jsonl|.jsonl.gz|.parquet) [--max-prompt-tokens N] [same options]
+    repobench            --data FILE(.jsonl|.jsonl.gz|.parquet) [--max-prompt-tokens N] [--repo-root DIR]
+                         [same options]
     build-repobench      --repo DIR --out FILE [--n N] [--seed S] [--edit-sim]
 
 ``main(argv)`` returns the exit status (0 ok, 2 misuse or bad data) and is what
@@ -56,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--data", type=Path, required=True, help="records: .jsonl, .jsonl.gz or .parquet")
     p.add_argument("--max-prompt-tokens", type=int, default=None, help="prompt budget (default: context)")
+    p.add_argument("--repo-root", type=Path, default=None,
+                   help="the checkout the records were built from (the monitor opens each record's file there)")
     p = sub.add_parser("build-repobench", help="build RepoBench-style records from a local Python repo")
     p.add_argument("--repo", type=Path, required=True, help="repository (or package) directory")
     p.add_argument("--out", type=Path, required=True, help="output .jsonl")
@@ -89,19 +92,31 @@ def _make_task(args: argparse.Namespace, loaded):
     tok = loaded.tokenizer
     context = int(loaded.preset.get("context_tokens") or 2048)
     budget = args.max_prompt_tokens or context - (args.max_new_tokens or tasks.RepoBenchTask.max_new_tokens)
-    return tasks.RepoBenchTask(repobench.load_repobench(args.data)[limit],
+    records = repobench.load_repobench(args.data)[limit]
+    root = args.repo_root
+    if root is not None:
+        if not root.is_dir():
+            raise ValueError(f"--repo-root {root} is not a directory")
+        missing = [r.file_path for r in records if not (root / r.file_path).is_file()]
+        if missing:
+            raise ValueError(f"--repo-root {root} does not hold the records' files ({len(missing)} missing, "
+                             f"e.g. {missing[0]}): pass the directory given to build-repobench --repo")
+        root = root.resolve()
+    return tasks.RepoBenchTask(records,
                                count_tokens=lambda s: len(tok.encode(s, add_special_tokens=False, verbose=False)),
-                               max_prompt_tokens=budget)
+                               max_prompt_tokens=budget, repo_root=root)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from codedec_eval.runner import RunSettings, parse_configs, run_eval
     from rich.console import Console
+    from transformers.utils import logging as hf_logging
 
     from codedec.engine import Engine
     from codedec.loading import load_model
 
     configs = parse_configs(args.decoding)  # validate before loading a model
+    hf_logging.disable_progress_bar()  # the console status line shows the load
     console = Console()
     with console.status(f"loading {args.model} ..."):
         loaded = load_model(args.model)

@@ -178,7 +178,7 @@ def run_eval(task: Task, engine: Any, configs: Sequence[RunConfig], settings: Ru
                 engine, sample.prefix, sample.suffix, max_new_tokens=max_new, single_line=task.single_line,
                 stop_strings=task.stop_strings, decoding=config.decoding, heal=config.heal,
                 temperature=settings.temperature, seed=_seed(settings, sample.task_id, repeat),
-                max_time_ms=settings.max_time_ms, max_prompt_tokens=max_prompt)
+                max_time_ms=settings.max_time_ms, max_prompt_tokens=max_prompt, path=sample.path)
             row = {
                 "fingerprint": prints[config], "config": config.label, "task_id": sample.task_id,
                 "repeat": repeat, **sample.meta, "completion": completion.text,

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from codedec_eval.humaneval import HumanEvalProblem, InfillingProblem
@@ -32,12 +33,14 @@ HUMANEVAL_STOPS = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
 
 @dataclass(frozen=True)
 class Sample:
-    """One cursor to complete: ``prefix`` + <completion> + ``suffix``; ``meta`` goes into the rows."""
+    """One cursor to complete: ``prefix`` + <completion> + ``suffix``; ``meta`` goes into the rows;
+    ``path``: the real file the cursor is in, when known (the monitor opens it there)."""
 
     task_id: str
     prefix: str
     suffix: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    path: str | None = None
 
 
 class Task:
@@ -163,9 +166,13 @@ class RepoBenchTask(Task):
     max_new_tokens = 64
 
     def __init__(self, records: Sequence[RepoBenchRecord], *, count_tokens: Callable[[str], int] | None = None,
-                 max_prompt_tokens: int | None = None) -> None:
+                 max_prompt_tokens: int | None = None, repo_root: Path | None = None) -> None:
+        """``repo_root``: the checkout the records were built from; each sample then names its
+        file there (``repo_root / file_path``), so a language-server-backed component (monitor)
+        resolves the file's imports in the real repository."""
         self.records = list(records)
         self.count_tokens, self.max_prompt_tokens = count_tokens, max_prompt_tokens
+        self.repo_root = repo_root
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "max_prompt_tokens": self.max_prompt_tokens}
@@ -174,8 +181,9 @@ class RepoBenchTask(Task):
         out = []
         for i, rec in enumerate(self.records):
             prompt = build_prompt(rec, self.count_tokens, self.max_prompt_tokens)
+            path = str(self.repo_root / rec.file_path) if self.repo_root is not None else None
             out.append(Sample(f"{i}:{rec.file_path}", prompt,
-                              meta={"level": rec.level, "next_line": rec.next_line}))
+                              meta={"level": rec.level, "next_line": rec.next_line}, path=path))
         return out
 
     def score(self, sample: Sample, text: str) -> dict[str, Any]:

@@ -205,19 +205,9 @@ class CodedecServer(LanguageServer):
         if mode == NONE:
             return "", prefix, mode
         hit = self.results.get(prefix, suffix)
+        logged = functools.partial(self._log_completion, t0, msg_id, uri, doc.language, kind, mode)
         if hit is not None:
-            latency = (time.perf_counter() - t0) * 1000.0
-            self.telemetry.write(
-                "completion",
-                id=msg_id,
-                uri=uri,
-                language=doc.language,
-                kind=kind,
-                mode=mode,
-                source="cache",
-                chars=len(hit),
-                latency_ms=round(latency, 3),
-            )
+            logged("cache", hit)
             return hit, prefix, mode
         gen = self._generation[uri] = self._generation.get(uri, 0) + 1
         if s.debounce_ms:
@@ -253,16 +243,9 @@ class CodedecServer(LanguageServer):
         text = "" if result.cancelled else finalize(result.text, prefix, suffix, mode)
         if text:
             self.results.put(prefix, suffix, text)
-        self.telemetry.write(
-            "completion",
-            id=msg_id,
-            uri=uri,
-            language=doc.language,
-            kind=kind,
-            mode=mode,
-            source="model",
-            chars=len(text),
-            latency_ms=round((time.perf_counter() - t0) * 1000.0, 3),
+        logged(
+            "model",
+            text,
             first_partial_ms=round(first_partial[0], 3) if first_partial else None,
             ttft_ms=result.stats.get("ttft_ms"),
             first_text_ms=result.stats.get("first_text_ms"),
@@ -273,6 +256,15 @@ class CodedecServer(LanguageServer):
             finish_reason=result.finish_reason,
         )
         return text, prefix, mode
+
+    def _log_completion(self, t0: float, msg_id: Any, uri: str, language: str, kind: str, mode: str,
+                        source: str, text: str, **extra: Any) -> None:
+        """One ``completion`` telemetry event: the request, where the text came from (``cache`` or
+        ``model``), its length, the latency since ``t0`` (perf_counter seconds) and ``extra``."""
+        self.telemetry.write(
+            "completion", id=msg_id, uri=uri, language=language, kind=kind, mode=mode, source=source,
+            chars=len(text), latency_ms=round((time.perf_counter() - t0) * 1000.0, 3), **extra,
+        )
 
 
 def _guard(empty: Callable[[], Any]):

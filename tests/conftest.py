@@ -53,6 +53,16 @@ class ScriptedModel(torch.nn.Module):
         return types.SimpleNamespace(logits=logits)
 
 
+@pytest.fixture()
+def one_thread():
+    """Torch on one thread for the test: tiny tensors run far faster without OpenMP waits when the
+    2-core machine is busy (use with ``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny():
     from codedec.loading import build_tiny_random

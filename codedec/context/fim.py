@@ -19,14 +19,16 @@ What it is not: context retrieval or compression (LongCodeZip lives in ``context
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 from codedec.context.healing import heal_tail
 from codedec.vocab import vocab_for
 
 DEFAULT_SUFFIX_SHARE = 0.25
-PREFIX_LINE_ALIGN = 32
-FITS_CHARS_PER_TOKEN = 4  # text longer than this many chars per budget token is not tried whole  # the prefix window's start moves in steps of this many lines
+PREFIX_LINE_ALIGN = 32  # the prefix window's start moves in steps of this many lines
+FITS_CHARS_PER_TOKEN = 4  # text longer than this many chars per budget token is not tried whole
+LINE_COST_MEMO = 65536  # remembered per-line token counts per tokenizer (cleared when full)
 
 
 @dataclass(frozen=True)
@@ -64,11 +66,27 @@ def _bos(tokenizer) -> list[int]:
     return [bos] if probe and probe[0] == bos else []
 
 
+# tokenizer -> {line: token count}. An editor asks again and again about the same file with a few
+# lines changed: only new lines are tokenized (a 2k-line file costs ~10 ms to count whole).
+_LINE_COSTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def _line_costs(tokenizer, lines: list[str]) -> list[int]:
+    """Token count of each line on its own (memoized per tokenizer)."""
     if not lines:
         return []
-    batch = tokenizer(lines, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-    return [len(ids) for ids in batch]
+    try:
+        memo = _LINE_COSTS.setdefault(tokenizer, {})
+    except TypeError:  # a tokenizer that cannot be weakly referenced: no memo
+        memo = {}
+    new = list({line for line in lines if line not in memo})
+    if new:
+        if len(memo) + len(new) > LINE_COST_MEMO:  # full: start over with this file's lines
+            memo.clear()
+            new = list(set(lines))
+        batch = tokenizer(new, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        memo.update(zip(new, map(len, batch), strict=True))
+    return [memo[line] for line in lines]
 
 
 def fit_prefix(tokenizer, prefix: str, budget: int, align: int = 1) -> tuple[str, list[int], int]:

@@ -36,7 +36,9 @@ from codedec.monitor.documents import end_position, incremental_change, position
 log = logging.getLogger(__name__)
 
 IDENT = re.compile(r"^[^\W\d]\w*$")
-DEFAULT_COMMAND = (sys.executable, "-c", "from jedi_language_server.cli import cli; cli()")
+# -P: the server runs with the workspace as its working directory, and a workspace's own
+# logging.py or types.py must not shadow the standard library the server imports.
+DEFAULT_COMMAND = (sys.executable, "-P", "-c", "from jedi_language_server.cli import cli; cli()")
 WARMUP_TEXT = "import os\nimport collections\nos.path.\ncollections.\n"
 
 

@@ -29,12 +29,8 @@ from codedec.sampling import SamplingParams
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run ~300x faster on one thread when the 2-core machine is busy (OpenMP waits)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Every test here runs torch on one thread (see ``one_thread`` in tests/conftest.py)."""
 
 
 @pytest.fixture()

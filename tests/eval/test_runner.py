@@ -89,6 +89,28 @@ def test_infilling_and_repobench_tasks_run(engine, tmp_path):
     assert {"em", "es", "em@2k", "es@4k"} <= set(quality)
 
 
+def test_repobench_samples_name_their_file_under_repo_root(engine, tmp_path, monkeypatch):
+    """With a repo root, the runner hands complete() the record's real file (the monitor opens it)."""
+    import codedec.complete
+
+    row = {"repo_name": "r", "file_path": "pkg/a.py", "context": [], "import_statement": "",
+           "cropped_code": "x = 1", "next_line": "y = x", "level": "2k"}
+    assert RepoBenchTask([record_from_dict(row)]).samples()[0].path is None
+    task = RepoBenchTask([record_from_dict(row)], repo_root=tmp_path)
+    assert task.samples()[0].path == str(tmp_path / "pkg" / "a.py")
+    seen = []
+    real = codedec.complete.complete
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("path"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(codedec.complete, "complete", spy)
+    run_eval(task, engine, parse_configs(""), RunSettings(max_new_tokens=4), tmp_path / "rb", progress=False,
+             plot=False)
+    assert seen[-1] == str(tmp_path / "pkg" / "a.py")
+
+
 def test_task_scoring_without_a_model():
     he = HumanEvalTask(load_humaneval()[:1], timeout_s=5)
     sample = he.samples()[0]
@@ -133,6 +155,11 @@ def test_cli_end_to_end(tmp_path, capsys):
                  "--out", str(out), "--no-progress", "--decoding", ";no-heal"]) == 0
     assert (out / SUMMARY_FILE).exists() and "no-heal" in capsys.readouterr().out
     assert main(["repobench", "--data", str(tmp_path / "missing.jsonl"), "--model", "tiny-random"]) == 2
+    assert main(["repobench", "--data", str(data), "--model", "tiny-random", "--repo-root", str(tmp_path)]) == 2
+    assert "does not hold the records' files" in capsys.readouterr().err
+    assert main(["repobench", "--data", str(data), "--model", "tiny-random", "--limit", "1", "--no-progress",
+                 "--max-new-tokens", "4", "--repo-root", str(Path(rich.__file__).parent),
+                 "--out", str(tmp_path / "rb")]) == 0
     assert main(["humaneval", "--decoding", "bogus"]) == 2
 
 

@@ -13,12 +13,8 @@ import torch
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Small tensors: one thread avoids OpenMP waits when the 2-core machine is busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Every test here runs torch on one thread (see ``one_thread`` in tests/conftest.py)."""
 
 
 @pytest.fixture()

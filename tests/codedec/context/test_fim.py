@@ -80,3 +80,39 @@ def test_prefix_window_start_is_stable_while_typing(tiny):
         assert dropped % 32 == 0
         starts.add(dropped)
     assert len(starts) <= 2  # 12 new lines move the start at most once
+
+
+def test_line_costs_are_memoized_and_exact(tiny, monkeypatch):
+    """Per-line token counts come from a memo; only lines not seen before are tokenized, and the
+    counts equal a fresh tokenization's."""
+    from codedec.context import fim
+
+    tok = tiny.tokenizer
+    lines = [f"value_{i} = compute({i}, 'x' * {i})\n" for i in range(50)]
+    fim._LINE_COSTS.pop(tok, None)
+    expected = [len(tok.encode(line, add_special_tokens=False)) for line in lines]
+    assert fim._line_costs(tok, lines) == expected
+    seen: list[list[str]] = []
+    real_call = type(tok).__call__
+
+    def spy(self, text, *args, **kwargs):
+        seen.append(list(text))
+        return real_call(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(type(tok), "__call__", spy)
+    edited = [*lines[:10], "inserted = 1\n", *lines[10:]]
+    assert fim._line_costs(tok, edited) == [*expected[:10], len(tok.encode("inserted = 1\n")), *expected[10:]]
+    assert seen == [["inserted = 1\n"]]
+    assert fim._line_costs(tok, lines) == expected and len(seen) == 1  # nothing new: no tokenizer call
+
+
+def test_line_cost_memo_starts_over_when_full(tiny, monkeypatch):
+    from codedec.context import fim
+
+    tok = tiny.tokenizer
+    monkeypatch.setattr(fim, "LINE_COST_MEMO", 3)
+    fim._LINE_COSTS.pop(tok, None)
+    first, second = ["a = 1\n", "b = 2\n"], ["a = 1\n", "c = 3\n", "d = 4\n"]
+    fim._line_costs(tok, first)
+    assert fim._line_costs(tok, second) == [len(tok.encode(x, add_special_tokens=False)) for x in second]
+    assert set(fim._LINE_COSTS[tok]) == set(second)

@@ -50,3 +50,17 @@ def test_a_dead_server_is_restarted(client):
     assert client.start(wait=True)
     assert "path" in names(client, client.root / "c.py", text)
     assert client.starts >= 2
+
+
+def test_workspace_modules_do_not_shadow_the_standard_library(client, tmp_path):
+    """A repository with its own logging.py (rich has one) is the server's working directory: the
+    server must still start, and resolve the workspace's modules."""
+    (tmp_path / "logging.py").write_text("class Handler:\n    def emit_record(self): ...\n")
+    (tmp_path / "types.py").write_text("X = 1\n")
+    c = MonitorClient(tmp_path)
+    try:
+        assert c.start(wait=True), "the language server did not start in a workspace with logging.py"
+        text = "from logging import Handler\nHandler()."
+        assert "emit_record" in c.request(str(tmp_path / "use.py"), text, len(text)).result(30)
+    finally:
+        c.close()
