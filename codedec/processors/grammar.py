@@ -15,7 +15,10 @@ indentation mask; when the suffix closes brackets the prefix opened, no token th
 (the completion stays inside: ``bracket floor``); no line that starts left of the suffix's first
 line where the completion could end instead; in single-line mode, no newline inside brackets;
 near the end of the token budget, only tokens that close the open string or leave no more open
-brackets than tokens to close them (each preference dropped when the grammar allows none of it).
+brackets than tokens to close them (each preference dropped when the grammar allows none of it);
+at a line start where the completion can end, when fewer tokens are left than the longest of the
+last ``LINE_WINDOW`` lines took, only a stop id (a line cut by the budget is a syntax error: the
+completion ends before it instead).
 A stop id is allowed only where the completion can join the suffix: a copy of the matcher must
 consume the suffix head, and a suffix line after a newline must sit at a valid indentation
 (checked only when a stop id is within ``EOS_MARGIN`` of the best logit — elsewhere it has
@@ -50,6 +53,7 @@ log = logging.getLogger(__name__)
 
 EOS_MARGIN = 5.0  # a stop id below best - EOS_MARGIN skips the join check (< 0.7 % of the best)
 CLOSE_MARGIN = 3  # budget-aware closing starts when remaining tokens <= open brackets + this
+LINE_WINDOW = 4  # the next line is expected to cost as much as the longest of this many last lines
 
 
 class Shared:
@@ -148,6 +152,7 @@ class GrammarProcessor:
         self.lexer = PyLexer()
         self.tracker = IndentTracker()
         self.consumed: list[bool] = []  # per accepted token: did the matcher take it
+        self.line_starts: list[int] = []  # token counts after each accepted token holding a newline
         self.suspended_at: int | None = None
         self._eos_cache: dict[tuple[int, bool], bool] = {}
         self._buf = None
@@ -215,6 +220,8 @@ class GrammarProcessor:
                 if not took and self.active:
                     self.suspended_at = len(self.consumed)
             self.consumed.append(took)
+            if 0 <= i < len(self.shared.newline) and self.shared.newline[i]:
+                self.line_starts.append(len(self.consumed))
 
     def rollback(self, n: int) -> None:
         if not 0 <= n <= len(self.consumed):
@@ -227,6 +234,8 @@ class GrammarProcessor:
             return
         self.lexer.rollback(n)
         self.tracker.truncate(len(self.lexer.line_ends))
+        while self.line_starts and self.line_starts[-1] > len(self.consumed):
+            self.line_starts.pop()
         if self.active and taken:
             self._guard(lambda: self.matcher.rollback(taken), None)
         if self.suspended_at is not None and self.suspended_at >= len(self.consumed):
@@ -240,6 +249,7 @@ class GrammarProcessor:
         other.lexer = self.lexer.copy()
         other.tracker = self.tracker.copy()
         other.consumed = list(self.consumed)
+        other.line_starts = list(self.line_starts)
         other._eos_cache = {}
         if self.active:
             other.matcher = self.matcher.deep_copy()
@@ -339,12 +349,30 @@ class GrammarProcessor:
             return sh.quote_closers[quote]
         return (open_ + sh.net <= remaining - 1) & ~sh.opaque & (sh.min_depth + lx.depth >= self.floor)
 
+    def next_line_wont_fit(self) -> bool:
+        """At a line start, near the end of the budget: fewer tokens are left than the longest of
+        the last ``LINE_WINDOW`` lines of this completion took (no estimate before one line)."""
+        budget = self.config.max_new_tokens
+        lx = self.lexer
+        if budget is None or self.config.single_line or not self.line_starts or not lx.at_line_start():
+            return False
+        if lx.in_string or lx.in_comment:
+            return False
+        ends = [0, *self.line_starts][-(LINE_WINDOW + 1) :]
+        longest = max(b - a for a, b in zip(ends, ends[1:], strict=False))
+        return budget - len(self.consumed) < longest
+
     def allowed(self, row: torch.Tensor) -> np.ndarray | None:
         """The allowed ids for ``row``'s position (bool [<= V]); None: leave the row alone."""
         gram = self.grammar_mask()
         if gram is None:
             return None
         v = row.shape[-1]
+        stops = [s for s in self.stop_ids if s < v]
+        if stops and self.next_line_wont_fit() and self.can_end(line_start=True):
+            only = np.zeros(v, dtype=np.bool_)
+            only[stops] = True
+            return only
         if gram.shape[0] >= v:
             allowed = gram[:v]  # a fresh array: ours to edit
         else:  # the model has more ids than the tokenizer: those are never allowed
@@ -357,7 +385,6 @@ class GrammarProcessor:
                 combined[:k] &= extra[:k]
                 if combined.any():
                     allowed = combined
-        stops = [s for s in self.stop_ids if s < v]
         allowed[stops] = False
         if not allowed.any():
             return None  # nothing is left: never block a completion

@@ -214,3 +214,25 @@ def test_no_line_left_of_the_suffix_where_it_could_end(tiny, tok):
     assert not ok(fork, tok, " return")  # column 4
     proc.advance(tok.encode("       ", add_special_tokens=False))  # 7 columns
     assert ok(proc, tok, " z")  # column 8, where the suffix is
+
+
+def test_ends_instead_of_starting_a_line_the_budget_would_cut(tiny, tok):
+    """At a line start where the suffix can follow, with fewer tokens left than the last lines
+    took, only a stop is allowed; with room, or where the suffix cannot follow yet, writing goes on."""
+    prefix, suffix = "def f(x):\n", "    return y\n"
+    body = tok.encode("    y = x + 1\n    y = y * 2\n", add_special_tokens=False)
+    ends = [0] + [k + 1 for k, i in enumerate(body) if "\n" in tok.decode([i])]
+    longest = max(b - a for a, b in zip(ends, ends[1:], strict=False))  # tokens of the longer line
+    tight = make(tiny, prefix, suffix, budget=len(body) + longest - 1)
+    tight.advance(body)
+    assert tight.next_line_wont_fit() and eos_ok(tight, tiny)
+    assert not ok(tight, tok, "    z = 3\n")
+    roomy = make(tiny, prefix, suffix, budget=len(body) + longest + 8)
+    roomy.advance(body)
+    assert not roomy.next_line_wont_fit() and ok(roomy, tok, "    z = 3\n")
+    header = make(tiny, prefix, suffix, budget=len(body) + 4)
+    header.advance(tok.encode("    if x:\n", add_special_tokens=False))  # a block must follow: cannot end
+    assert ok(header, tok, "        z = 3\n")
+    fork = tight.fork()
+    fork.rollback(3)
+    assert not fork.next_line_wont_fit() and tight.next_line_wont_fit()  # the rollback left no trace
