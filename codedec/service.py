@@ -303,6 +303,10 @@ class CompletionService:
     Pass a ready ``engine`` or a ``loader`` (called once, on the worker thread, so a slow model
     load never blocks the caller; requests submitted meanwhile wait in the queue).
     ``max_cached_documents`` bounds the per-document KV caches (least recently used go first).
+    ``warmup``: after a ``loader`` load, and before ``ready`` is set, one 4-token completion with
+    these decoding components runs (first-call costs — torch kernels, the grammar's vocabulary
+    tables — then stay out of the user's first request); ``None`` skips it. ``monitor`` is left
+    out: its language server starts per workspace, on first use.
     """
 
     def __init__(
@@ -311,6 +315,7 @@ class CompletionService:
         *,
         loader: Callable[[], Any] | None = None,
         max_cached_documents: int = 4,
+        warmup: tuple[str, ...] | None = None,
     ) -> None:
         if (engine is None) == (loader is None):
             raise ValueError("give exactly one of engine= or loader=")
@@ -319,6 +324,8 @@ class CompletionService:
         self.load_error: str | None = None
         self.ready = threading.Event()
         self._loader = loader
+        self._warmup = warmup
+        self.warmup_ms: float | None = None
         self._max_cached = max(1, max_cached_documents)
         self._caches: OrderedDict[str, Any] = OrderedDict()
         self._active: dict[str, CompletionRequest] = {}
@@ -385,6 +392,8 @@ class CompletionService:
             except BaseException as err:  # noqa: BLE001 - a failed load must not kill the worker
                 self.load_error = f"the model could not be loaded: {err}"
                 log.error("%s", self.load_error, exc_info=not isinstance(err, Exception) or None)
+            if self.engine is not None and self._warmup is not None:
+                self._warm(self._warmup)
         self.ready.set()
         while True:
             job = self._queue.get()
@@ -403,6 +412,21 @@ class CompletionService:
                 break
             if job is not _STOP and job[1].set_running_or_notify_cancel():
                 job[1].set_result(CompletionResult(job[0].id, "", "cancelled"))
+
+    def _warm(self, decoding: tuple[str, ...]) -> None:
+        """One short completion on a scratch document (its cache is dropped); never fails."""
+        t0 = time.perf_counter()
+        doc = "\0codedec-warmup"
+        request = CompletionRequest(id="warmup", doc=doc, prefix="def add(a, b):\n    return", suffix="\n",
+                                    max_tokens=4, decoding=tuple(d for d in decoding if d != "monitor"))
+        result = self._serve(request)
+        with self._lock:
+            self._caches.pop(doc, None)
+        self.warmup_ms = (time.perf_counter() - t0) * 1000.0
+        if result.error is not None:
+            log.warning("warm-up completion failed (requests will still be served): %s", result.error)
+        else:
+            log.info("warm-up completion in %.0f ms", self.warmup_ms)
 
     def _release(self, request: CompletionRequest) -> None:
         with self._lock:

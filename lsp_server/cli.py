@@ -169,7 +169,7 @@ def _start_ws(settings: ServerSettings, where: tuple[str, int], token: str | Non
     from lsp_server.server import default_loader
 
     _stderr(f"loading model {settings.model}")
-    service = CompletionService(loader=default_loader(settings.model, _stderr))
+    service = CompletionService(loader=default_loader(settings.model, _stderr), warmup=settings.decoding)
     api = WebsocketAPI(service, settings, token=token)
     start_in_thread(api, where[0], where[1], on_ready=lambda h, p: _stderr(f"websocket API on ws://{h}:{p}"))
     return service

@@ -145,7 +145,8 @@ class CodedecServer(LanguageServer):
             model = self.settings.model
             self._load_t0 = time.perf_counter()
             self.on_load_progress(f"loading model {model}")
-            self.service = CompletionService(loader=self.loader_factory(model, self.on_load_progress))
+            self.service = CompletionService(loader=self.loader_factory(model, self.on_load_progress),
+                                             warmup=self.settings.decoding)
         return self.service
 
     async def report_loading(self) -> None:

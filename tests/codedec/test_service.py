@@ -201,6 +201,29 @@ def test_loader_runs_on_the_worker_and_failures_are_reported(tiny):
         svc.close()
 
 
+def test_warmup_runs_before_ready_and_leaves_nothing_behind(tiny, monkeypatch):
+    """The warm-up completion runs once, after the load and before ``ready``, with the grammar
+    (not the monitor), and its scratch KV cache is dropped."""
+    import codedec.processors.grammar as grammar
+
+    built: list[str] = []
+    real = grammar.shared_for
+    monkeypatch.setattr(grammar, "shared_for", lambda tok, vocab: built.append("grammar") or real(tok, vocab))
+    svc = CompletionService(loader=lambda: Engine(tiny), warmup=("grammar", "monitor"))
+    try:
+        assert svc.wait_ready(TIMEOUT) and svc.load_error is None
+        assert built == ["grammar"] and svc.warmup_ms is not None and svc.warmup_ms > 0
+        assert svc.cached_documents() == []
+        assert svc.submit(req(1)).result(TIMEOUT).error is None
+    finally:
+        svc.close()
+    cold = CompletionService(loader=lambda: Engine(tiny))
+    try:
+        assert cold.wait_ready(TIMEOUT) and cold.warmup_ms is None
+    finally:
+        cold.close()
+
+
 def test_close_resolves_pending_requests(tiny):
     svc = CompletionService(Engine(tiny))
     gate = threading.Event()
