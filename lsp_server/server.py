@@ -11,7 +11,11 @@ Protocol only (DESIGN §1): documents, settings, streaming and cancellation live
   completion), both streaming ``codedec/partial`` notifications ``{id, uri, text}`` while the
   engine runs; ``$/cancelRequest`` sets the request's cancel event (the engine stops within one
   step) and the client gets the standard RequestCancelled error;
-- ``codedec/accept`` / ``codedec/reject`` notifications, logged to the telemetry JSONL;
+- ``codedec/accept`` / ``codedec/reject`` notifications, logged to the telemetry JSONL; each inline
+  item carries the command ``codedec.accepted`` with ``{id, uri, tokens, total_ms}`` (a client that
+  runs item commands on accept, as VS Code does, turns it into ``codedec/accept``);
+- ``codedec/status`` notifications ``{state: loading|ready|error, model, message}`` while the model
+  loads and when it is ready (or failed);
 - settings parsed once from ``initializationOptions`` and ``workspace/didChangeConfiguration``;
 - the model loading on the service's worker thread, reported with ``window/workDoneProgress`` and on
   stderr; the event loop keeps answering didChange, cancel and shutdown meanwhile.
@@ -48,6 +52,8 @@ log = logging.getLogger(__name__)
 PARTIAL = "codedec/partial"
 ACCEPT = "codedec/accept"
 REJECT = "codedec/reject"
+STATUS = "codedec/status"
+ACCEPTED_COMMAND = "codedec.accepted"  # client-side command on each inline item (VS Code runs it on accept)
 
 
 def _plain(obj: Any) -> Any:
@@ -99,6 +105,7 @@ class CodedecServer(LanguageServer):
         self.loop: asyncio.AbstractEventLoop | None = None
         self._generation: dict[str, int] = {}
         self._load_messages: list[str] = []
+        self.last_stats: dict[Any, dict[str, Any]] = {}  # request id -> tokens / total_ms of its answer
         self._load_t0 = time.perf_counter()
 
     # ---- helpers (event-loop thread unless said otherwise)
@@ -166,15 +173,19 @@ class CodedecServer(LanguageServer):
                 log.debug("client refused work-done progress", exc_info=True)
                 token = None
         shown = 0
+        self.notify_status("loading", f"loading {self.settings.model}")
         while not service.ready.is_set():
             await asyncio.sleep(0.05)
-            if token and len(self._load_messages) > shown:
-                self.work_done_progress.report(
-                    token, types.WorkDoneProgressReport(message=self._load_messages[-1])
-                )
+            if len(self._load_messages) > shown:
+                if token:
+                    self.work_done_progress.report(
+                        token, types.WorkDoneProgressReport(message=self._load_messages[-1])
+                    )
+                self.notify_status("loading", self._load_messages[-1])
             shown = len(self._load_messages)
         secs = time.perf_counter() - self._load_t0
         done = f"model ready in {secs:.1f} s" if service.load_error is None else service.load_error
+        self.notify_status("ready" if service.load_error is None else "error", done)
         print(f"codedec: {done}", file=sys.stderr, flush=True)
         if token:
             self.work_done_progress.end(token, types.WorkDoneProgressEnd(message=done))
@@ -183,6 +194,13 @@ class CodedecServer(LanguageServer):
             self.window_show_message(
                 types.ShowMessageParams(type=types.MessageType.Error, message=f"codedec: {done}")
             )
+
+    def notify_status(self, state: str, message: str) -> None:
+        """``codedec/status`` ``{state: loading|ready|error, model, message}`` for status displays."""
+        try:
+            self.protocol.notify(STATUS, {"state": state, "model": self.settings.model, "message": message})
+        except Exception:  # no transport (shutting down)
+            log.debug("status notification not sent", exc_info=True)
 
     # ---- completion
 
@@ -244,6 +262,9 @@ class CodedecServer(LanguageServer):
         text = "" if result.cancelled else finalize(result.text, prefix, suffix, mode)
         if text:
             self.results.put(prefix, suffix, text)
+        self.last_stats[msg_id] = {"tokens": result.stats.get("new_tokens"), "total_ms": result.stats.get("total_ms")}
+        while len(self.last_stats) > 64:
+            self.last_stats.pop(next(iter(self.last_stats)))
         logged(
             "model",
             text,
@@ -360,12 +381,18 @@ def register_features(server: CodedecServer) -> CodedecServer:
     async def inline_completion(
         ls: CodedecServer, params: types.InlineCompletionParams
     ) -> types.InlineCompletionList:
-        text, _, _ = await ls.complete_at(params.text_document.uri, params.position, "inline")
+        msg_id = ls.protocol.msg_id
+        uri = params.text_document.uri
+        text, _, _ = await ls.complete_at(uri, params.position, "inline")
         if not text:
             return _empty_inline()
         pos = params.position
+        # The item names its request: a client that runs the command on accept (VS Code) reports it.
+        accepted = types.Command(title="codedec: accepted", command=ACCEPTED_COMMAND,
+                                 arguments=[{"id": msg_id, "uri": uri, **ls.last_stats.pop(msg_id, {})}])
         return types.InlineCompletionList(
-            items=[types.InlineCompletionItem(insert_text=text, range=types.Range(start=pos, end=pos))]
+            items=[types.InlineCompletionItem(insert_text=text, range=types.Range(start=pos, end=pos),
+                                              command=accepted)]
         )
 
     @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=None))

@@ -119,6 +119,9 @@ async def test_capabilities_and_load_progress(client: LanguageClient):
     (reports,) = [r for r in client.progress_reports.values() if r]
     assert isinstance(reports[0], types.WorkDoneProgressBegin) and "tiny-random" in reports[0].message
     assert "ready" in reports[-1].message
+    # ... and as codedec/status notifications, for status displays: loading first, ready last.
+    await until(lambda: client.statuses and client.statuses[-1]["state"] == "ready", "a ready status")
+    assert client.statuses[0]["state"] == "loading" and client.statuses[-1]["model"] == "tiny-random"
 
 
 async def test_inline_completion_streams_partials(client: LanguageClient):
@@ -127,6 +130,9 @@ async def test_inline_completion_streams_partials(client: LanguageClient):
     items = await inline(client, uri, end_of(SOURCE), msg_id=f"inline-{client.profile}")
     assert len(items) == 1 and items[0].insert_text
     assert items[0].range.start == end_of(SOURCE) == items[0].range.end
+    (args,) = items[0].command.arguments  # the item names its request, for the accept report
+    assert items[0].command.command == "codedec.accepted"
+    assert args["id"] == f"inline-{client.profile}" and args["uri"] == uri and args["tokens"] >= 1
     mine = [p for p in client.partials if p["id"] == f"inline-{client.profile}"]
     assert mine and all(p["uri"] == uri for p in mine)
     texts = [p["text"] for p in mine]
