@@ -7,7 +7,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.codedec-installed
 PIP := $(PY) -m pip --disable-pip-version-check -q
 
-.PHONY: install demo test lint bench clean
+NPM_STAMP := vscode-extension/node_modules/.codedec-npm-ci
+
+.PHONY: install demo test vscode lint bench clean
 
 install: $(STAMP)
 
@@ -25,8 +27,19 @@ demo: install
 	@echo "---- completion by the embedded SmolLM2-135M (streamed) ----"
 	@$(VENV)/bin/codedec complete examples/is_prime.py:6:1 --max-tokens 56
 
-test: install
+test: install $(NPM_STAMP)
 	$(PY) -m pytest -q
+	cd vscode-extension && npm run --silent ci
+
+# The VS Code extension: npm ci (redone when the lock file changes), then type-check, bundle,
+# unit + protocol tests (the protocol test starts the real server from .venv), and the .vsix.
+vscode: install $(NPM_STAMP)
+	cd vscode-extension && npm run --silent ci
+
+$(NPM_STAMP): vscode-extension/package.json vscode-extension/package-lock.json
+	@command -v npm >/dev/null || { echo "codedec: node and npm are needed to build and test the VS Code extension (https://nodejs.org)" >&2; exit 1; }
+	cd vscode-extension && npm ci --no-audit --no-fund
+	@touch $@
 
 lint: install
 	$(VENV)/bin/ruff check codedec kernels lsp_server eval tests benchmarks
@@ -35,4 +48,4 @@ bench: install
 	$(PY) benchmarks/bench_engine.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info vscode-extension/node_modules vscode-extension/dist vscode-extension/out vscode-extension/*.vsix

@@ -1,0 +1,328 @@
+/**
+ * The extension's wiring, with the `vscode` API and the language-client factory passed in (so
+ * tests drive it with stubs): settings -> server process; inline completion provider fed by
+ * `InlineSession`; accept / accept word / accept line commands that report to the server; status
+ * bar; toggle / restart / show-log commands; restart with backoff when the server dies.
+ */
+
+import type * as vscode from "vscode";
+import { RestartPolicy } from "./restart";
+import { Answer, InlineSession, ItemArgs, PartialNote } from "./session";
+import { needsRestart, readSettings, serverCommand, serverOptions, Settings } from "./settings";
+import { render, State } from "./status";
+
+export type Vscode = typeof vscode;
+
+/** What the extension needs of a language client (vscode-languageclient's LanguageClient has it). */
+export interface ClientLike {
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  sendRequest<R>(method: string, params: unknown, token?: vscode.CancellationToken): Promise<R>;
+  sendNotification(method: string, params?: unknown): Promise<void>;
+  onNotification(method: string, handler: (params: any) => void): vscode.Disposable;
+}
+
+export interface ClientSpec {
+  command: string;
+  args: string[];
+  languages: string[];
+  initializationOptions: Record<string, unknown>;
+  output: vscode.OutputChannel;
+  /** Call when the server process exits unexpectedly (the factory must not restart by itself). */
+  onClosed: () => void;
+}
+
+export type ClientFactory = (spec: ClientSpec) => ClientLike;
+
+export interface Deps {
+  setTimeout: (fn: () => void, ms: number) => unknown;
+  now: () => number;
+}
+
+export const COMMANDS = {
+  accepted: "codedec.accepted",
+  acceptWord: "codedec.acceptWord",
+  acceptLine: "codedec.acceptLine",
+  toggle: "codedec.toggle",
+  restart: "codedec.restartServer",
+  showLog: "codedec.showLog",
+} as const;
+
+interface InlineItemWire {
+  insertText: string | { value: string };
+  command?: { command: string; arguments?: unknown[] };
+}
+
+export class Extension {
+  settings: Settings;
+  enabled: boolean;
+  client: ClientLike | undefined;
+  state: State = { kind: "starting" };
+  readonly session: InlineSession;
+  readonly output: vscode.OutputChannel;
+  readonly status: vscode.StatusBarItem;
+  private readonly policy = new RestartPolicy();
+  private stopping = false;
+  private generation = 0;
+  private providerDisposable: vscode.Disposable | undefined;
+  private listeners: vscode.Disposable[] = [];
+
+  constructor(
+    private readonly vs: Vscode,
+    private readonly context: vscode.ExtensionContext,
+    private readonly makeClient: ClientFactory,
+    private readonly deps: Deps = { setTimeout: (fn, ms) => setTimeout(fn, ms), now: () => Date.now() },
+  ) {
+    this.output = vs.window.createOutputChannel("codedec");
+    this.settings = this.readSettingsSafely();
+    this.enabled = this.settings.enabled;
+    this.status = vs.window.createStatusBarItem(vs.StatusBarAlignment.Right, 100);
+    this.status.command = COMMANDS.showLog;
+    this.session = new InlineSession(
+      {
+        onUpdate: () => void vs.commands.executeCommand("editor.action.inlineSuggest.trigger"),
+        onReject: (args) => void this.notify("codedec/reject", args),
+        onFinished: (_uri, latencyMs, answer, error) => this.finished(latencyMs, answer, error),
+      },
+      deps.now,
+    );
+    context.subscriptions.push(this.output, this.status);
+  }
+
+  // ---- life cycle
+
+  async activate(): Promise<void> {
+    const { vs, context } = this;
+    const reg = (name: string, fn: (...a: any[]) => unknown) =>
+      context.subscriptions.push(vs.commands.registerCommand(name, fn));
+    reg(COMMANDS.accepted, (args: ItemArgs) => this.accepted(args));
+    reg(COMMANDS.acceptWord, () => this.acceptPart("word", "editor.action.inlineSuggest.acceptNextWord"));
+    reg(COMMANDS.acceptLine, () => this.acceptPart("line", "editor.action.inlineSuggest.acceptNextLine"));
+    reg(COMMANDS.toggle, () => this.toggle());
+    reg(COMMANDS.restart, () => this.restart(true));
+    reg(COMMANDS.showLog, () => this.output.show(true));
+    context.subscriptions.push(
+      vs.workspace.onDidChangeConfiguration((e) => {
+        if (e.affectsConfiguration("codedec")) void this.configurationChanged();
+      }),
+      vs.workspace.onDidCloseTextDocument((doc) => this.session.forget(doc.uri.toString())),
+      { dispose: () => void this.stop() },
+    );
+    this.registerProvider();
+    this.setState(this.enabled ? { kind: "starting" } : { kind: "disabled" });
+    this.status.show();
+    await this.startClient();
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    const client = this.client;
+    this.client = undefined;
+    this.listeners.forEach((d) => d.dispose());
+    this.listeners = [];
+    if (client) {
+      try {
+        await client.stop();
+      } catch (err) {
+        this.log(`stopping the server: ${err}`);
+      }
+    }
+  }
+
+  private async startClient(): Promise<void> {
+    const s = this.settings;
+    const { command, args } = serverCommand(s);
+    this.log(`starting: ${command} ${args.join(" ")}`);
+    const generation = ++this.generation;
+    this.stopping = false;
+    const client = this.makeClient({
+      command,
+      args,
+      languages: s.languages,
+      initializationOptions: serverOptions(s),
+      output: this.output,
+      onClosed: () => this.closed(generation),
+    });
+    this.client = client;
+    this.listeners = [
+      client.onNotification("codedec/partial", (p: PartialNote) => this.session.onPartial(p)),
+      client.onNotification("codedec/status", (p: { state: string; message: string }) => this.serverStatus(p)),
+    ];
+    if (this.enabled) this.setState({ kind: "starting" });
+    try {
+      await client.start();
+    } catch (err) {
+      this.setState({ kind: "error", message: `the server did not start: ${err}` });
+      this.log(`the server did not start (${command}): ${err}. Set codedec.serverPath to the codedec executable.`);
+    }
+  }
+
+  /** The server process exited (not by our stop): restart with backoff, say so once per burst. */
+  private closed(generation: number): void {
+    if (this.stopping || generation !== this.generation) return;
+    const d = this.policy.onCrash(this.deps.now());
+    if (!d.restart) {
+      this.setState({ kind: "error", message: "the server keeps crashing; not restarting (see the log)" });
+      void this.vs.window.showErrorMessage("codedec: the server keeps crashing and was not restarted. See the codedec log.");
+      return;
+    }
+    if (d.firstInBurst) {
+      void this.vs.window.showWarningMessage(`codedec: the server stopped; restarting it.`);
+    }
+    this.log(`the server stopped; restarting in ${d.delayMs} ms`);
+    this.setState({ kind: "error", message: `the server stopped; restarting in ${Math.round(d.delayMs / 1000)} s` });
+    this.deps.setTimeout(() => {
+      if (generation === this.generation && !this.stopping) void this.startClient();
+    }, d.delayMs);
+  }
+
+  async restart(byUser: boolean): Promise<void> {
+    if (byUser) this.policy.reset();
+    await this.stop();
+    await this.startClient();
+  }
+
+  private async configurationChanged(): Promise<void> {
+    const before = this.settings;
+    this.settings = this.readSettingsSafely();
+    if (this.settings.enabled !== before.enabled) {
+      this.enabled = this.settings.enabled;
+      this.setState(this.enabled ? { kind: "idle" } : { kind: "disabled" });
+    }
+    if (this.settings.languages.join() !== before.languages.join()) this.registerProvider();
+    if (needsRestart(before, this.settings)) {
+      await this.restart(true);
+    } else {
+      await this.notify("workspace/didChangeConfiguration", { settings: { codedec: serverOptions(this.settings) } });
+    }
+  }
+
+  private readSettingsSafely(): Settings {
+    const config = this.vs.workspace.getConfiguration("codedec");
+    try {
+      return readSettings((key) => config.get(key));
+    } catch (err) {
+      void this.vs.window.showErrorMessage(`${err instanceof Error ? err.message : err}; using the defaults`);
+      return readSettings(() => undefined);
+    }
+  }
+
+  // ---- inline completion
+
+  private registerProvider(): void {
+    this.providerDisposable?.dispose();
+    const selector = this.settings.languages.map((language) => ({ language }));
+    this.providerDisposable = this.vs.languages.registerInlineCompletionItemProvider(selector, {
+      provideInlineCompletionItems: (doc, position, ctx, token) => this.provide(doc, position, ctx, token),
+    });
+    this.context.subscriptions.push(this.providerDisposable);
+  }
+
+  async provide(
+    doc: vscode.TextDocument,
+    position: vscode.Position,
+    _ctx: vscode.InlineCompletionContext,
+    token: vscode.CancellationToken,
+  ): Promise<vscode.InlineCompletionItem[] | undefined> {
+    const client = this.client;
+    if (!this.enabled || !client) return undefined;
+    const uri = doc.uri.toString();
+    const key = `${doc.version}:${position.line}:${position.character}`;
+    let shown = this.session.current(uri, key);
+    if (!shown) {
+      const params = {
+        textDocument: { uri },
+        position: { line: position.line, character: position.character },
+        context: { triggerKind: 2 },
+      };
+      this.setState({ kind: "generating" });
+      // Not tied to VS Code's token: re-asking (to grow the text) cancels the provider call, and
+      // that must not cancel the generation. A newer request for the document supersedes it.
+      const waiting = this.session.start(uri, key, () =>
+        client.sendRequest<{ items: InlineItemWire[] } | InlineItemWire[] | null>("textDocument/inlineCompletion", params)
+          .then(toAnswer),
+      );
+      await waiting;
+      if (token.isCancellationRequested) return undefined;
+      shown = this.session.current(uri, key);
+    }
+    if (!shown || !shown.text) return [];
+    this.session.markShown(uri, key);
+    const range = new this.vs.Range(position, position);
+    const args = shown.args ?? (shown.id !== undefined ? { id: shown.id, uri, partial_text: true } : undefined);
+    const command = args ? { title: "codedec: accepted", command: COMMANDS.accepted, arguments: [args] } : undefined;
+    return [new this.vs.InlineCompletionItem(shown.text, range, command)];
+  }
+
+  private accepted(args: ItemArgs | undefined): void {
+    const report = args?.uri ? this.session.accept(args.uri) : undefined;
+    const payload = { ...(report ?? {}), ...(args ?? {}) };
+    if (payload.id !== undefined) void this.notify("codedec/accept", payload);
+  }
+
+  private async acceptPart(part: "word" | "line", builtin: string): Promise<void> {
+    const uri = this.vs.window.activeTextEditor?.document.uri.toString();
+    await this.vs.commands.executeCommand(builtin);
+    const report = uri ? this.session.accept(uri, part) : undefined;
+    if (report) await this.notify("codedec/accept", report);
+  }
+
+  private toggle(): void {
+    this.enabled = !this.enabled;
+    this.setState(this.enabled ? { kind: "idle" } : { kind: "disabled" });
+    this.log(`completions ${this.enabled ? "on" : "off"}`);
+  }
+
+  // ---- status
+
+  private serverStatus(p: { state: string; message: string }): void {
+    if (p.state === "loading") this.setState({ kind: "loading", message: p.message });
+    else if (p.state === "ready") this.setState({ kind: "idle" });
+    else if (p.state === "error") this.setState({ kind: "error", message: p.message });
+    this.log(p.message);
+  }
+
+  private finished(latencyMs: number, answer: Answer | null, error: unknown): void {
+    if (error !== undefined) {
+      this.log(`completion failed: ${error instanceof Error ? error.message : JSON.stringify(error)}`);
+    }
+    if (this.session.busy() || this.state.kind === "error" || this.state.kind === "disabled") return;
+    const tokens = answer?.args?.tokens;
+    const ms = answer?.args?.total_ms;
+    this.setState({
+      kind: "idle",
+      latencyMs,
+      tokensPerS: typeof tokens === "number" && typeof ms === "number" && ms > 0 ? (tokens * 1000) / ms : undefined,
+    });
+  }
+
+  setState(s: State): void {
+    if (!this.enabled && s.kind !== "disabled" && s.kind !== "error") s = { kind: "disabled" };
+    this.state = s;
+    const r = render(s, this.settings.model);
+    this.status.text = r.text;
+    this.status.tooltip = r.tooltip;
+  }
+
+  private async notify(method: string, params: unknown): Promise<void> {
+    try {
+      await this.client?.sendNotification(method, params);
+    } catch (err) {
+      this.log(`${method} not sent: ${err}`);
+    }
+  }
+
+  private log(message: string): void {
+    this.output.appendLine(`[${new Date(this.deps.now()).toISOString()}] ${message}`);
+  }
+}
+
+/** The server's inlineCompletion result -> the first item's text and accept arguments. */
+export function toAnswer(result: { items: InlineItemWire[] } | InlineItemWire[] | null | undefined): Answer {
+  const items = Array.isArray(result) ? result : result?.items ?? [];
+  const first = items[0];
+  if (!first) return { text: "" };
+  const text = typeof first.insertText === "string" ? first.insertText : first.insertText.value;
+  const args = first.command?.command === COMMANDS.accepted ? (first.command.arguments?.[0] as ItemArgs) : undefined;
+  return { text, args };
+}
