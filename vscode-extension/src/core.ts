@@ -6,10 +6,11 @@
  */
 
 import type * as vscode from "vscode";
+import { isExecutableFile, Located, locateServer } from "./locate";
 import { RestartPolicy } from "./restart";
 import { Answer, InlineSession, ItemArgs, PartialNote } from "./session";
 import { needsRestart, readSettings, serverCommand, serverOptions, Settings } from "./settings";
-import { render, State } from "./status";
+import { render, State, StatusMachine } from "./status";
 
 export type Vscode = typeof vscode;
 
@@ -37,7 +38,23 @@ export type ClientFactory = (spec: ClientSpec) => ClientLike;
 export interface Deps {
   setTimeout: (fn: () => void, ms: number) => unknown;
   now: () => number;
+  /** `codedec.serverPath` -> the executable to run (see locate.ts); absent: used as is. */
+  locate?: (name: string, workspaceDirs: string[]) => Located;
 }
+
+/** The real timers, clock and PATH search. */
+export const REAL_DEPS: Deps = {
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  now: () => Date.now(),
+  locate: (name, workspaceDirs) =>
+    locateServer(name, {
+      PATH: process.env.PATH,
+      PATHEXT: process.env.PATHEXT,
+      platform: process.platform,
+      workspaceDirs,
+      isExecutable: isExecutableFile,
+    }),
+};
 
 export const COMMANDS = {
   accepted: "codedec.accepted",
@@ -55,9 +72,8 @@ interface InlineItemWire {
 
 export class Extension {
   settings: Settings;
-  enabled: boolean;
   client: ClientLike | undefined;
-  state: State = { kind: "starting" };
+  readonly statusModel: StatusMachine;
   readonly session: InlineSession;
   readonly output: vscode.OutputChannel;
   readonly status: vscode.StatusBarItem;
@@ -71,13 +87,14 @@ export class Extension {
     private readonly vs: Vscode,
     private readonly context: vscode.ExtensionContext,
     private readonly makeClient: ClientFactory,
-    private readonly deps: Deps = { setTimeout: (fn, ms) => setTimeout(fn, ms), now: () => Date.now() },
+    private readonly deps: Deps = REAL_DEPS,
   ) {
     this.output = vs.window.createOutputChannel("codedec");
     this.settings = this.readSettingsSafely();
-    this.enabled = this.settings.enabled;
     this.status = vs.window.createStatusBarItem(vs.StatusBarAlignment.Right, 100);
     this.status.command = COMMANDS.showLog;
+    this.statusModel = new StatusMachine((shown) => this.render(shown));
+    this.statusModel.setEnabled(this.settings.enabled);
     this.session = new InlineSession(
       {
         onUpdate: () => void vs.commands.executeCommand("editor.action.inlineSuggest.trigger"),
@@ -109,7 +126,6 @@ export class Extension {
       { dispose: () => void this.stop() },
     );
     this.registerProvider();
-    this.setState(this.enabled ? { kind: "starting" } : { kind: "disabled" });
     this.status.show();
     await this.startClient();
   }
@@ -131,10 +147,19 @@ export class Extension {
 
   private async startClient(): Promise<void> {
     const s = this.settings;
-    const { command, args } = serverCommand(s);
-    this.log(`starting: ${command} ${args.join(" ")}`);
     const generation = ++this.generation;
     this.stopping = false;
+    const { command: name, args } = serverCommand(s);
+    const folders = (this.vs.workspace.workspaceFolders ?? []).map((f) => f.uri.fsPath);
+    const located = this.deps.locate ? this.deps.locate(name, folders) : { path: name };
+    if ("error" in located) {
+      this.log(located.error);
+      this.statusModel.error(located.error);
+      void this.vs.window.showErrorMessage(`codedec: ${located.error}`);
+      return;
+    }
+    const command = located.path;
+    this.log(`starting: ${command} ${args.join(" ")}`);
     const client = this.makeClient({
       command,
       args,
@@ -144,15 +169,16 @@ export class Extension {
       onClosed: () => this.closed(generation),
     });
     this.client = client;
+    this.session.reset(); // request ids start over with the new connection
     this.listeners = [
       client.onNotification("codedec/partial", (p: PartialNote) => this.session.onPartial(p)),
       client.onNotification("codedec/status", (p: { state: string; message: string }) => this.serverStatus(p)),
     ];
-    if (this.enabled) this.setState({ kind: "starting" });
+    this.statusModel.starting();
     try {
       await client.start();
     } catch (err) {
-      this.setState({ kind: "error", message: `the server did not start: ${err}` });
+      this.statusModel.error(`the server did not start: ${err}`);
       this.log(`the server did not start (${command}): ${err}. Set codedec.serverPath to the codedec executable.`);
     }
   }
@@ -162,7 +188,7 @@ export class Extension {
     if (this.stopping || generation !== this.generation) return;
     const d = this.policy.onCrash(this.deps.now());
     if (!d.restart) {
-      this.setState({ kind: "error", message: "the server keeps crashing; not restarting (see the log)" });
+      this.statusModel.error("the server keeps crashing; not restarting (see the log)");
       void this.vs.window.showErrorMessage("codedec: the server keeps crashing and was not restarted. See the codedec log.");
       return;
     }
@@ -170,7 +196,7 @@ export class Extension {
       void this.vs.window.showWarningMessage(`codedec: the server stopped; restarting it.`);
     }
     this.log(`the server stopped; restarting in ${d.delayMs} ms`);
-    this.setState({ kind: "error", message: `the server stopped; restarting in ${Math.round(d.delayMs / 1000)} s` });
+    this.statusModel.error(`the server stopped; restarting in ${Math.round(d.delayMs / 1000)} s`);
     this.deps.setTimeout(() => {
       if (generation === this.generation && !this.stopping) void this.startClient();
     }, d.delayMs);
@@ -185,10 +211,7 @@ export class Extension {
   private async configurationChanged(): Promise<void> {
     const before = this.settings;
     this.settings = this.readSettingsSafely();
-    if (this.settings.enabled !== before.enabled) {
-      this.enabled = this.settings.enabled;
-      this.setState(this.enabled ? { kind: "idle" } : { kind: "disabled" });
-    }
+    if (this.settings.enabled !== before.enabled) this.statusModel.setEnabled(this.settings.enabled);
     if (this.settings.languages.join() !== before.languages.join()) this.registerProvider();
     if (needsRestart(before, this.settings)) {
       await this.restart(true);
@@ -228,19 +251,25 @@ export class Extension {
     if (!this.enabled || !client) return undefined;
     const uri = doc.uri.toString();
     const key = `${doc.version}:${position.line}:${position.character}`;
-    let shown = this.session.current(uri, key);
+    const lineText = doc.lineAt(position.line).text;
+    let shown = this.session.current(uri, key) ?? this.typedAhead(uri, key, position, lineText);
     if (!shown) {
       const params = {
         textDocument: { uri },
         position: { line: position.line, character: position.character },
         context: { triggerKind: 2 },
       };
-      this.setState({ kind: "generating" });
+      this.statusModel.generating();
       // Not tied to VS Code's token: re-asking (to grow the text) cancels the provider call, and
       // that must not cancel the generation. A newer request for the document supersedes it.
-      const waiting = this.session.start(uri, key, () =>
-        client.sendRequest<{ items: InlineItemWire[] } | InlineItemWire[] | null>("textDocument/inlineCompletion", params)
+      const anchor = { line: position.line, character: position.character, before: lineText.slice(0, position.character) };
+      const waiting = this.session.start(
+        uri,
+        key,
+        () => client.sendRequest<{ items: InlineItemWire[] } | InlineItemWire[] | null>("textDocument/inlineCompletion", params)
           .then(toAnswer),
+        5000,
+        anchor,
       );
       await waiting;
       if (token.isCancellationRequested) return undefined;
@@ -254,10 +283,25 @@ export class Extension {
     return [new this.vs.InlineCompletionItem(shown.text, range, command)];
   }
 
+  /**
+   * Typing ahead: the cursor moved right on the line of the document's live request, and what
+   * was typed there is the start of the suggestion -> the rest, without a new request. The whole
+   * suggestion typed is reported as accepted (kind `typed`), and a new request follows.
+   */
+  private typedAhead(uri: string, key: string, position: vscode.Position, lineText: string) {
+    const anchor = this.session.anchor(uri);
+    if (!anchor || anchor.line !== position.line || position.character <= anchor.character) return undefined;
+    if (lineText.slice(0, anchor.character) !== anchor.before) return undefined;
+    const r = this.session.typeAhead(uri, key, lineText.slice(anchor.character, position.character));
+    if (r.result === "accepted" && r.report) void this.notify("codedec/accept", r.report);
+    return r.result === "continue" ? this.session.current(uri, key) : undefined;
+  }
+
+  /** VS Code ran an item's command: the user accepted the whole suggestion (Tab). */
   private accepted(args: ItemArgs | undefined): void {
-    const report = args?.uri ? this.session.accept(args.uri) : undefined;
-    const payload = { ...(report ?? {}), ...(args ?? {}) };
-    if (payload.id !== undefined) void this.notify("codedec/accept", payload);
+    if (!args?.uri) return;
+    const report = this.session.accept(args.uri, "full", args);
+    if (report) void this.notify("codedec/accept", report);
   }
 
   private async acceptPart(part: "word" | "line", builtin: string): Promise<void> {
@@ -268,17 +312,16 @@ export class Extension {
   }
 
   private toggle(): void {
-    this.enabled = !this.enabled;
-    this.setState(this.enabled ? { kind: "idle" } : { kind: "disabled" });
+    this.statusModel.setEnabled(!this.enabled);
     this.log(`completions ${this.enabled ? "on" : "off"}`);
   }
 
   // ---- status
 
   private serverStatus(p: { state: string; message: string }): void {
-    if (p.state === "loading") this.setState({ kind: "loading", message: p.message });
-    else if (p.state === "ready") this.setState({ kind: "idle" });
-    else if (p.state === "error") this.setState({ kind: "error", message: p.message });
+    if (p.state === "loading") this.statusModel.loading(p.message);
+    else if (p.state === "ready") this.statusModel.ready();
+    else if (p.state === "error") this.statusModel.error(p.message);
     this.log(p.message);
   }
 
@@ -286,19 +329,26 @@ export class Extension {
     if (error !== undefined) {
       this.log(`completion failed: ${error instanceof Error ? error.message : JSON.stringify(error)}`);
     }
-    if (this.session.busy() || this.state.kind === "error" || this.state.kind === "disabled") return;
+    if (this.session.busy()) return;
     const tokens = answer?.args?.tokens;
     const ms = answer?.args?.total_ms;
-    this.setState({
-      kind: "idle",
+    this.statusModel.finished(
       latencyMs,
-      tokensPerS: typeof tokens === "number" && typeof ms === "number" && ms > 0 ? (tokens * 1000) / ms : undefined,
-    });
+      typeof tokens === "number" && typeof ms === "number" && ms > 0 ? (tokens * 1000) / ms : undefined,
+    );
   }
 
-  setState(s: State): void {
-    if (!this.enabled && s.kind !== "disabled" && s.kind !== "error") s = { kind: "disabled" };
-    this.state = s;
+  /** Are completions on (setting `codedec.enabled`, flipped by the toggle command)? */
+  get enabled(): boolean {
+    return this.statusModel.enabled;
+  }
+
+  /** What the status bar shows. */
+  get state(): State {
+    return this.statusModel.shown;
+  }
+
+  private render(s: State): void {
     const r = render(s, this.settings.model);
     this.status.text = r.text;
     this.status.tooltip = r.tooltip;

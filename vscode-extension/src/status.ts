@@ -1,6 +1,12 @@
 /**
  * The status bar item's model: one state at a time, rendered to text + tooltip. Clicking it
  * opens the log in every state (the error state most of all).
+ *
+ * `StatusMachine` holds the server's state and the enabled flag, and says what to show:
+ *   starting -> loading (server messages) -> idle <-> generating; any -> error; error -> starting
+ *   (a restart). Generating is shown only once the server is ready (a request made while the model
+ *   loads keeps the loading display); finishing shows idle with the last latency and tokens/s.
+ *   Turning completions off shows `disabled` (an error still shows), on shows the server state again.
  */
 
 export type State =
@@ -35,5 +41,67 @@ export function render(s: State, model: string): Rendered {
       const detail = parts.length ? ` ${parts.join(" · ")}` : "";
       return { text: `$(check) codedec${detail}`, tooltip: `codedec: ready (${model})${parts.length ? `; last completion ${parts.join(", ")}` : ""}` };
     }
+  }
+}
+
+export class StatusMachine {
+  private server: State = { kind: "starting" };
+  private on = true;
+
+  /** `changed` gets the state to show after every transition. */
+  constructor(private readonly changed: (shown: State) => void = () => {}) {}
+
+  /** What the status bar shows. */
+  get shown(): State {
+    return !this.on && this.server.kind !== "error" ? { kind: "disabled" } : this.server;
+  }
+
+  /** The server's own state (also while completions are off). */
+  get serverState(): State {
+    return this.server;
+  }
+
+  get enabled(): boolean {
+    return this.on;
+  }
+
+  setEnabled(on: boolean): void {
+    this.on = on;
+    this.emit();
+  }
+
+  starting(): void {
+    this.set({ kind: "starting" });
+  }
+
+  loading(message: string): void {
+    this.set({ kind: "loading", message });
+  }
+
+  ready(): void {
+    this.set({ kind: "idle" });
+  }
+
+  error(message: string): void {
+    this.set({ kind: "error", message });
+  }
+
+  /** A request went to the model (shown only when the server is ready). */
+  generating(): void {
+    if (this.server.kind === "idle" || this.server.kind === "generating") this.set({ kind: "generating" });
+  }
+
+  /** The last running request finished: idle with its latency and tokens/s (when known). */
+  finished(latencyMs: number, tokensPerS?: number): void {
+    if (this.server.kind === "idle" || this.server.kind === "generating") this.set({ kind: "idle", latencyMs, tokensPerS });
+  }
+
+  private set(s: State): void {
+    this.server = s;
+    this.emit();
+  }
+
+  private emit(): void {
+    this.changed(this.shown);
   }
 }

@@ -19,7 +19,8 @@ function setup(config: Record<string, unknown> = {}) {
   return { vs, ext, clients, timers, context, tick: (ms: number) => (now += ms) };
 }
 
-const doc = (version = 1) => ({ uri: { toString: () => "file:///w/a.py" }, version });
+/** A document whose every line reads `line` (the provider reads the cursor's line). */
+const doc = (version = 1, line = "") => ({ uri: { toString: () => "file:///w/a.py" }, version, lineAt: () => ({ text: line }) });
 const token = { isCancellationRequested: false };
 const tick = () => new Promise((r) => setImmediate(r));
 
@@ -44,6 +45,7 @@ test("inline: ghost text grows with partials without new requests; the answer ca
   const { vs, ext, clients } = setup();
   await ext.activate();
   const c = clients[0];
+  c.emit("codedec/status", { state: "ready", message: "model ready in 0.4 s" });
   let finish!: (v: any) => void;
   c.answer = () => new Promise((r) => (finish = r));
   const pos = new Position(3, 4);
@@ -69,7 +71,11 @@ test("inline: ghost text grows with partials without new requests; the answer ca
   const cmd = items3![0].command as { command: string; arguments: unknown[] };
   await vs.api.commands.executeCommand(cmd.command, ...cmd.arguments);
   assert.deepEqual(c.notifications.at(-1), { method: "codedec/accept",
-    params: { id: 11, uri: "file:///w/a.py", tokens: 4, total_ms: 40 } });
+    params: { id: 11, uri: "file:///w/a.py", tokens: 4, total_ms: 40, kind: "full" } });
+  // once per id: running it again (or a later dismissal) reports nothing more
+  const n = c.notifications.length;
+  await vs.api.commands.executeCommand(cmd.command, ...cmd.arguments);
+  assert.equal(c.notifications.length, n);
 });
 
 test("inline: typing on replaces the request and reports the shown suggestion rejected; accept word", async () => {
@@ -83,16 +89,78 @@ test("inline: typing on replaces the request and reports the shown suggestion re
   assert.equal(shown![0].insertText, "x = 1");
   c.answer = async () => ({ items: [{ insertText: "y", command: { command: "codedec.accepted", arguments: [{ id: 2, uri: "file:///w/a.py" }] } }] });
   await ext.provide(doc(2) as any, new Position(0, 1) as any, {} as any, token as any);
-  assert.deepEqual(c.notifications[0], { method: "codedec/reject", params: { id: 1, uri: "file:///w/a.py" } });
+  assert.deepEqual(c.notifications[0], { method: "codedec/reject", params: { id: 1, uri: "file:///w/a.py", reason: "superseded" } });
   await tick();
   await vs.api.commands.executeCommand(COMMANDS.acceptWord);
   assert.ok(vs.executed.includes("editor.action.inlineSuggest.acceptNextWord"));
-  assert.deepEqual(c.notifications.at(-1), { method: "codedec/accept", params: { id: 2, uri: "file:///w/a.py", partial: "word" } });
+  assert.deepEqual(c.notifications.at(-1), { method: "codedec/accept", params: { id: 2, uri: "file:///w/a.py", kind: "word" } });
+});
+
+test("inline: typing the suggestion's first characters shows the rest without a request; typing all of it is an accept", async () => {
+  const { ext, clients } = setup();
+  await ext.activate();
+  const c = clients[0];
+  c.answer = async () => ({ items: [{ insertText: "rn x", command: { command: "codedec.accepted", arguments: [{ id: 5, uri: "file:///w/a.py" }] } }] });
+  await ext.provide(doc(1, "    retu") as any, new Position(2, 8) as any, {} as any, token as any);
+  await tick();
+  assert.equal((await ext.provide(doc(1, "    retu") as any, new Position(2, 8) as any, {} as any, token as any))![0].insertText, "rn x");
+  const typed = await ext.provide(doc(2, "    retur") as any, new Position(2, 9) as any, {} as any, token as any);
+  assert.equal(typed![0].insertText, "n x");
+  assert.equal(c.requests.length, 1);
+  assert.deepEqual(c.notifications, []); // not a rejection
+  // an edit before the request's position: no longer the same suggestion
+  c.answer = async () => ({ items: [] });
+  await ext.provide(doc(3, "  retur") as any, new Position(2, 7) as any, {} as any, token as any);
+  assert.equal(c.requests.length, 2);
+  assert.deepEqual(c.notifications.at(-1), { method: "codedec/reject", params: { id: 5, uri: "file:///w/a.py", reason: "superseded" } });
+  // the whole suggestion typed out
+  c.answer = async () => ({ items: [{ insertText: "ab", command: { command: "codedec.accepted", arguments: [{ id: 6, uri: "file:///w/a.py" }] } }] });
+  await ext.provide(doc(4, "x = ") as any, new Position(3, 4) as any, {} as any, token as any);
+  await tick();
+  await ext.provide(doc(4, "x = ") as any, new Position(3, 4) as any, {} as any, token as any);
+  c.answer = async () => ({ items: [] });
+  await ext.provide(doc(5, "x = ab") as any, new Position(3, 6) as any, {} as any, token as any);
+  assert.deepEqual(c.notifications.at(-1), { method: "codedec/accept", params: { id: 6, uri: "file:///w/a.py", kind: "typed" } });
+  assert.equal(c.requests.length, 4); // and a new request at the new position
+});
+
+test("a request made while the model loads keeps the loading display", async () => {
+  const { ext, clients } = setup();
+  await ext.activate();
+  const c = clients[0];
+  c.emit("codedec/status", { state: "loading", message: "loading tiny-random" });
+  c.answer = async () => ({ items: [] });
+  await ext.provide(doc() as any, new Position(0, 0) as any, {} as any, token as any);
+  assert.equal(ext.state.kind, "loading");
+  await tick();
+  assert.equal(ext.state.kind, "loading");
+});
+
+test("serverPath: found on PATH / in a workspace .venv, or a clear error and no process", async () => {
+  const vs = makeVscode({});
+  const clients: FakeClient[] = [];
+  const ext = new Extension(vs.api as any, { subscriptions: [] } as any, (spec) => {
+    const c = new FakeClient(spec);
+    clients.push(c);
+    return c;
+  }, { setTimeout: () => {}, now: () => 0, locate: (name) => ({ error: `cannot find "${name}" on PATH` }) });
+  await ext.activate();
+  assert.equal(clients.length, 0);
+  assert.equal(ext.state.kind, "error");
+  assert.match(vs.messages.at(-1)!.text, /cannot find "codedec" on PATH/);
+  const ext2 = new Extension(vs.api as any, { subscriptions: [] } as any, (spec) => {
+    const c = new FakeClient(spec);
+    clients.push(c);
+    return c;
+  }, { setTimeout: () => {}, now: () => 0, locate: () => ({ path: "/opt/codedec/bin/codedec" }) });
+  await ext2.activate();
+  assert.equal(clients[0].spec.command, "/opt/codedec/bin/codedec");
 });
 
 test("toggle turns completions off and on; restart starts a new client", async () => {
   const { vs, ext, clients } = setup();
   await ext.activate();
+  clients[0].emit("codedec/status", { state: "ready", message: "model ready in 0.4 s" });
   await vs.api.commands.executeCommand(COMMANDS.toggle);
   assert.equal(ext.state.kind, "disabled");
   assert.equal(await ext.provide(doc() as any, new Position(0, 0) as any, {} as any, token as any), undefined);

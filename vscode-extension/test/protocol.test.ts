@@ -75,6 +75,7 @@ before(async () => {
 });
 
 after(async () => {
+  if (proc.exitCode !== null) return conn.dispose(); // the last test ended it
   try {
     await Promise.race([conn.sendRequest("shutdown"), new Promise((r) => setTimeout(r, 5000))]);
     await conn.sendNotification("exit");
@@ -141,4 +142,12 @@ test("a cancelled request stops the generation promptly", async () => {
   await new Promise((r) => setTimeout(r, 500));
   assert.equal(partials.length, n, "no partials after the cancel");
   await conn.sendNotification("workspace/didChangeConfiguration", { settings: { codedec: { maxTokens: 16, timeBudgetMs: 10000 } } });
+});
+
+test("shutdown, then exit: the server ends with status 0", async () => {
+  const exited = new Promise<number | null>((r) => proc.once("exit", (code) => r(code)));
+  await conn.sendRequest("shutdown");
+  await conn.sendNotification("exit");
+  const code = await Promise.race([exited, new Promise<string>((r) => setTimeout(() => r("still running after 5 s"), 5000))]);
+  assert.equal(code, 0);
 });
