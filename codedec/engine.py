@@ -107,8 +107,8 @@ class Engine:
             )
             + list(processors)
         )
-        if heal_text:
-            chain.processors.append(HealingProcessor(self.vocab, heal_text.encode("utf-8")))
+        if heal_text:  # first: when masks disagree the chain drops a later one, never healing
+            chain.processors.insert(0, HealingProcessor(self.vocab, heal_text.encode("utf-8")))
         if not self._busy.acquire(blocking=False):
             raise RuntimeError("this engine is already generating; one generation at a time")
         try:

@@ -12,17 +12,22 @@ Life cycle (shared with the cache and the detokenizer):
 - ``reset()``       back to the state at construction (a new request).
 
 Hard masks (``-inf``) commute with each other; soft penalties should come first in a chain so that
-masks see the final scores. ``StatefulProcessor`` implements the P-row contract on top of a single-
+masks see the final scores. Each processor alone never leaves a row without a token, but two hard
+masks can disagree (the monitor allows only names where token healing needs a newline): the chain
+then ignores the later processor for that row, so a completion is never blocked. ``StatefulProcessor`` implements the P-row contract on top of a single-
 row ``process_row`` by forking and advancing, so simple processors only write the one-row case.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 import torch
+
+log = logging.getLogger(__name__)
 
 
 @runtime_checkable
@@ -120,7 +125,15 @@ class ProcessorChain:
     def __call__(self, logits: torch.Tensor, draft: Sequence[int] = ()) -> torch.Tensor:
         check_rows(logits, draft)
         for proc in self.processors:
-            logits = proc(logits, draft)
+            out = proc(logits, draft)
+            if out is not logits:
+                dead = torch.isneginf(out).all(dim=-1) & ~torch.isneginf(logits).all(dim=-1)  # [P]
+                if bool(dead.any()):  # this processor and the earlier ones disagree: skip it there
+                    log.info("%s left no token for %d row(s): ignored there", type(proc).__name__,
+                             int(dead.sum()))
+                    out = out.clone()
+                    out[dead] = logits[dead]
+            logits = out
         return logits
 
     def advance(self, ids: Sequence[int]) -> None:

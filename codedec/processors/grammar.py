@@ -11,7 +11,9 @@ the completion end only where it can run into the suffix. Per request:
 3. the indentation tracker (``indent.IndentTracker``) is fed the region's logical lines.
 
 Per step, the allowed tokens are the AND of: the llguidance bitmask; at the start of a line, the
-indentation mask; when the suffix closes brackets the prefix opened, no token that closes them
+indentation mask (and, when the suffix goes on indented, no line left of the block the cursor is
+in: an infill does not run on into the enclosing scope); when the suffix closes brackets the
+prefix opened, no token that closes them
 (the completion stays inside: ``bracket floor``); no line that starts left of the suffix's first
 line where the completion could end instead; in single-line mode, no newline inside brackets;
 near the end of the token budget, only tokens that close the open string or leave no more open
@@ -153,6 +155,7 @@ class GrammarProcessor:
         self.tracker = IndentTracker()
         self.consumed: list[bool] = []  # per accepted token: did the matcher take it
         self.line_starts: list[int] = []  # token counts after each accepted token holding a newline
+        self.block_floor = 0  # no line may start left of this column (see _start)
         self.suspended_at: int | None = None
         self._eos_cache: dict[tuple[int, bool], bool] = {}
         self._buf = None
@@ -183,6 +186,12 @@ class GrammarProcessor:
         self.lexer.feed(cur.region)
         self.started = True
         self._sync_tracker(IndentState())
+        # An infill stays inside the block the cursor is in when the suffix goes on in it: no line
+        # starts left of that block (or of the suffix's first line, whichever is further left).
+        state = self.tracker.state
+        top = 0 if state.broken or not state.stack else state.stack[-1]
+        mid_line = cur.suffix_inline and cur.region[cur.line_start :].strip(b" \t\f")  # code before the cursor
+        self.block_floor = min(top, cur.suffix_indent) if cur.suffix_indent and not mid_line else 0
         self.floor = cur.depth if cur.suffix_closes else 0
         self.base_depth = cur.depth
         self.matcher = self.shared.template.deep_copy()
@@ -306,9 +315,9 @@ class GrammarProcessor:
         if lx.at_line_start():
             cur = lx.blank_columns()
             out = sh.indent.line_start_mask(self.tracker, cur)
-            below = self._below_suffix(cur)
-            if below is not None:
-                out = ~below if out is None else out & ~below
+            for below in (self._below_suffix(cur), self._left_of_block(cur)):
+                if below is not None:
+                    out = ~below if out is None else out & ~below
         in_text = lx.in_string or lx.in_comment
         if self.floor and not in_text:
             m = (sh.min_depth + lx.depth >= self.floor) | sh.opaque
@@ -331,6 +340,15 @@ class GrammarProcessor:
         t = self.shared.indent
         col = np.where(t.has_nl, t.lead, t.lead + cur)
         return t.code & (col < c.suffix_indent)
+
+    def _left_of_block(self, cur: int) -> np.ndarray | None:
+        """Code tokens that would start a line left of ``block_floor`` (the completion running on
+        past the gap into the enclosing scope, where the indented suffix could never follow)."""
+        if not self.block_floor:
+            return None
+        t = self.shared.indent
+        col = np.where(t.has_nl, t.lead, t.lead + cur)
+        return t.code & (col < self.block_floor)
 
     def closing_mask(self) -> np.ndarray | None:
         """Near the end of the budget (bool [len(vocab)]): inside a string, the tokens that close

@@ -86,6 +86,20 @@ def workspace_root(path: str | None) -> Path:
 
 
 _NON_NAME: dict[int, tuple[weakref.ref, np.ndarray]] = {}
+_BLANKS: dict[tuple[int, bool], tuple[weakref.ref, np.ndarray]] = {}
+
+
+def blank_tokens(vocab: Vocab, newlines: bool) -> np.ndarray:
+    """Ids of text tokens made only of spaces and tabs (and line breaks when ``newlines``)."""
+    key = (id(vocab), newlines)
+    hit = _BLANKS.get(key)
+    if hit is not None and hit[0]() is vocab:
+        return hit[1]
+    blank = b" \t\r\n\f" if newlines else b" \t"
+    ids = np.array([i for i, b in enumerate(vocab.token_bytes) if b and i not in vocab.special and not b.strip(blank)],
+                   dtype=np.int64)
+    _BLANKS[key] = (weakref.ref(vocab), ids)
+    return ids
 
 
 def non_name_start(vocab: Vocab) -> np.ndarray:
@@ -136,6 +150,7 @@ class MonitorProcessor:
         self._masks: dict[tuple[bytes, bytes], np.ndarray | None] = {}
         self._on_time: set[bytes] = set()
         self.stats = {"triggers": 0, "answered": 0, "late": 0, "masked_steps": 0}
+        self._import_trigger = False
 
     # --- life cycle ------------------------------------------------------------------------
     def advance(self, ids: Sequence[int]) -> None:
@@ -173,6 +188,7 @@ class MonitorProcessor:
 
     def _trigger_offset(self) -> tuple[int, bytes] | None:
         lx = self.lexer
+        self._import_trigger = False
         if lx.in_string or lx.in_comment:
             return None
         buf, lexemes = lx.buf, lx.lexemes
@@ -191,6 +207,7 @@ class MonitorProcessor:
         if last.kind == OP and text == b"." and last.end == start and len(lexemes) >= 2 and self._receiver(len(lexemes) - 2):
             return start, pending
         if self._in_import_list():
+            self._import_trigger = True
             return start, pending
         return None
 
@@ -278,6 +295,9 @@ class MonitorProcessor:
         table = vocab.token_bytes
         ids: set[int] = set()
         complete = False
+        # After `import` / `,` / `(` nothing of the name is written yet: the separating blank may
+        # come first — a blank-only token, or the name's first token with one leading space.
+        spaced = self._import_trigger and not partial and not lead
         for name in names:
             n = name.encode("utf-8")
             if not n.startswith(partial):
@@ -286,11 +306,14 @@ class MonitorProcessor:
             if not rest:
                 complete = True
                 continue
-            ids.update(vocab.ids_prefix_of(rest))
-            for i in vocab.ids_starting_with(rest):
-                b = table[i]
-                if len(b) > len(rest) and not is_name_byte(b[len(rest)]):
-                    ids.add(i)
+            for r in (rest, b" " + rest) if spaced else (rest,):
+                ids.update(vocab.ids_prefix_of(r))
+                for i in vocab.ids_starting_with(r):
+                    b = table[i]
+                    if len(b) > len(r) and not is_name_byte(b[len(r)]):
+                        ids.add(i)
+        if spaced and ids:
+            ids.update(blank_tokens(vocab, newlines=self.lexer.depth > 0).tolist())
         out = None
         if ids or complete:
             allowed = np.zeros(len(vocab), dtype=np.bool_)

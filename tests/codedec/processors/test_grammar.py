@@ -236,3 +236,17 @@ def test_ends_instead_of_starting_a_line_the_budget_would_cut(tiny, tok):
     fork = tight.fork()
     fork.rollback(3)
     assert not fork.next_line_wont_fit() and tight.next_line_wont_fit()  # the rollback left no trace
+
+
+def test_infill_does_not_run_on_into_the_enclosing_scope(tiny, tok):
+    """The suffix goes on inside the function (an `else:` the completion must set up): no line of
+    the completion may start at column 0 — even where the completion cannot end yet."""
+    prefix = 'def f(x):\n    """Doc."""\n'
+    proc = make(tiny, prefix, "        else:\n            return 1\n")
+    assert proc.block_floor == 4
+    assert not ok(proc, tok, "def g():") and not ok(proc, tok, "print(1)")
+    assert ok(proc, tok, "    if x:")
+    proc.advance(tok.encode("    if x:\n        y = 1\n", add_special_tokens=False))
+    assert not ok(proc, tok, "def g():") and ok(proc, tok, "    z = 2")
+    at_module = make(tiny, prefix, "def g():\n    pass\n")  # the suffix is at column 0: no floor
+    assert at_module.block_floor == 0 and ok(at_module, tok, "def h():")

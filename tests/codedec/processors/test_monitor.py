@@ -72,6 +72,17 @@ def test_from_import_and_no_trigger_in_strings(tiny, vocab):
     assert proc.trigger() == (b"", b"")  # right at the cursor, nothing written yet
     proc.advance(enc(tiny, "deque, "))
     assert proc.trigger() is not None
+    # after a comma no blank is typed yet: the next name may come with its leading space (BPE
+    # " deque"), or a blank first; a line break would end the statement here
+    proc, _ = make(tiny, vocab, "from collections import OrderedDict,", names=("deque", "OrderedDict"))
+    ok = allowed_texts(proc, vocab)
+    assert b" " in ok and any(t.startswith(b" ") and len(t) > 1 for t in ok)
+    names = (b"deque", b"OrderedDict", b" deque", b" OrderedDict")
+    assert all(not t.strip(b" \t") or any(n.startswith(t) for n in names) for t in ok)
+    assert not any(b"\n" in t for t in ok)
+    proc, _ = make(tiny, vocab, "from collections import (\n", names=("deque",))
+    ok = allowed_texts(proc, vocab)
+    assert any(b"\n" in t and not t.strip() for t in ok) and b"x" not in ok  # inside brackets it may
     proc, _ = make(tiny, vocab, "s = 'items.")
     assert proc.trigger() is None
     proc, _ = make(tiny, vocab, "x = 1.")

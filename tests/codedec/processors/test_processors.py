@@ -76,6 +76,50 @@ def test_chain_scores_a_draft_like_sequential_advances(tiny):
             seq.advance([draft[i]])
 
 
+class OnlyTokens:
+    """A hard mask allowing only ``ids`` (a stand-in for a monitor that allows only names)."""
+
+    def __init__(self, ids):
+        self.ids = list(ids)
+
+    def __call__(self, logits, draft=()):
+        out = torch.full_like(logits, NEG)
+        out[:, self.ids] = logits[:, self.ids]
+        return out
+
+    def advance(self, ids): ...
+    def rollback(self, n): ...
+    def fork(self): return self
+    def reset(self): ...
+
+
+def test_chain_ignores_a_mask_that_leaves_no_token_for_that_row_only():
+    vocab = Vocab([b"", b"\n", b"\n    ", b"    ", b"x", b"\n\n"], frozenset({0}))
+    chain = ProcessorChain([HealingProcessor(vocab, b"\n "), OnlyTokens([4])])  # they disagree
+    rows = chain(torch.zeros(2, 6), draft=[2])  # row 1: after "\n    " healing allows everything
+    assert finite(rows[0]) == {1, 2}  # the second mask is ignored here, healing kept
+    assert finite(rows[1]) == {4}  # and applied where it leaves something
+    agree = ProcessorChain([HealingProcessor(vocab, b"\n "), OnlyTokens([2, 4])])
+    assert finite(agree(torch.zeros(1, 6))[0]) == {2}
+
+
+def test_generate_keeps_healing_when_a_component_disagrees(tiny):
+    """A mask that forbids every token healing allows must not stop the completion (it did:
+    "every token of a row was masked out" in a RepoBench run with the monitor)."""
+    from codedec.engine import Engine
+    from codedec.sampling import SamplingParams
+
+    engine = Engine(tiny)
+    vocab = vocab_for(tiny.tokenizer)
+    letters = [i for i, b in enumerate(vocab.token_bytes) if b.isalpha() and i not in vocab.special]
+    ids = tiny.tokenizer.encode("x = 1", add_special_tokens=False)
+    steps = list(engine.generate(ids, SamplingParams(max_new_tokens=4), processors=[OnlyTokens(letters)],
+                                 heal_text="\n"))
+    first = steps[0].token_ids[0]
+    assert vocab.token_bytes[first].startswith(b"\n")  # healing won the first token
+    assert all(vocab.token_bytes[t].isalpha() for s in steps[1:] for t in s.token_ids)  # then the mask
+
+
 def test_parse_decoding():
     assert parse_decoding("") == ()
     assert parse_decoding(None) == ()
