@@ -37,7 +37,9 @@ from typing import Any
 
 from lsprotocol import types
 from pygls import uris
+from pygls.exceptions import JsonRpcException
 from pygls.lsp.server import LanguageServer
+from pygls.protocol import LanguageServerProtocol
 
 from codedec import __version__
 from codedec.service import CompletionRequest, CompletionService, ServerSettings, TextEdit
@@ -79,6 +81,20 @@ def default_loader(model: str, progress: Callable[[str], None]) -> Callable[[], 
     return load
 
 
+class _Protocol(LanguageServerProtocol):
+    """pygls' protocol, except that a request whose params do not deserialize gets an error
+    response (pygls only logs it, and the client would wait forever)."""
+
+    def structure_message(self, data: dict[str, Any]):
+        try:
+            return super().structure_message(data)
+        except JsonRpcException as err:
+            if isinstance(data, dict) and "id" in data and "method" in data:
+                self._send_response(data["id"], error=types.ResponseError(
+                    code=err.code, message=f"codedec: invalid params for {data['method']}: {err.message}"))
+            raise
+
+
 class CodedecServer(LanguageServer):
     """pygls server state: settings, the service, the typed-ahead cache and the telemetry log.
 
@@ -95,7 +111,8 @@ class CodedecServer(LanguageServer):
         loader_factory: Callable[[str, Callable[[str], None]], Callable[[], Any]] = default_loader,
     ) -> None:
         super().__init__(
-            "codedec", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental
+            "codedec", __version__, text_document_sync_kind=types.TextDocumentSyncKind.Incremental,
+            protocol_cls=_Protocol,
         )
         self.settings = settings or ServerSettings()
         self.service = service
