@@ -155,7 +155,8 @@ class GrammarProcessor:
         self.tracker = IndentTracker()
         self.consumed: list[bool] = []  # per accepted token: did the matcher take it
         self.line_starts: list[int] = []  # token counts after each accepted token holding a newline
-        self.block_floor = 0  # no line may start left of this column (see _start)
+        self.block_floor: int | None = None  # no line may start left of it (see _left_of_block)
+        self._floor_at = 0  # tokens accepted when block_floor was set
         self.suspended_at: int | None = None
         self._eos_cache: dict[tuple[int, bool], bool] = {}
         self._buf = None
@@ -186,12 +187,6 @@ class GrammarProcessor:
         self.lexer.feed(cur.region)
         self.started = True
         self._sync_tracker(IndentState())
-        # An infill stays inside the block the cursor is in when the suffix goes on in it: no line
-        # starts left of that block (or of the suffix's first line, whichever is further left).
-        state = self.tracker.state
-        top = 0 if state.broken or not state.stack else state.stack[-1]
-        mid_line = cur.suffix_inline and cur.region[cur.line_start :].strip(b" \t\f")  # code before the cursor
-        self.block_floor = min(top, cur.suffix_indent) if cur.suffix_indent and not mid_line else 0
         self.floor = cur.depth if cur.suffix_closes else 0
         self.base_depth = cur.depth
         self.matcher = self.shared.template.deep_copy()
@@ -245,6 +240,8 @@ class GrammarProcessor:
         self.tracker.truncate(len(self.lexer.line_ends))
         while self.line_starts and self.line_starts[-1] > len(self.consumed):
             self.line_starts.pop()
+        if self.block_floor is not None and len(self.consumed) < self._floor_at:
+            self.block_floor = None
         if self.active and taken:
             self._guard(lambda: self.matcher.rollback(taken), None)
         if self.suspended_at is not None and self.suspended_at >= len(self.consumed):
@@ -343,7 +340,16 @@ class GrammarProcessor:
 
     def _left_of_block(self, cur: int) -> np.ndarray | None:
         """Code tokens that would start a line left of ``block_floor`` (the completion running on
-        past the gap into the enclosing scope, where the indented suffix could never follow)."""
+        past the gap into the enclosing scope, where the indented suffix could never follow).
+
+        ``block_floor`` is set at the completion's first line start (the cursor, or the end of
+        a healed newline): the innermost block open there, or the suffix's first line if that is
+        further left; 0 (no floor) when the suffix does not start an indented line."""
+        if self.block_floor is None:
+            state, c = self.tracker.state, self.cursor
+            top = 0 if state.broken or not state.stack else state.stack[-1]
+            self.block_floor = min(top, c.suffix_indent) if c.suffix_indent else 0
+            self._floor_at = len(self.consumed)
         if not self.block_floor:
             return None
         t = self.shared.indent

@@ -243,10 +243,17 @@ def test_infill_does_not_run_on_into_the_enclosing_scope(tiny, tok):
     the completion may start at column 0 — even where the completion cannot end yet."""
     prefix = 'def f(x):\n    """Doc."""\n'
     proc = make(tiny, prefix, "        else:\n            return 1\n")
-    assert proc.block_floor == 4
     assert not ok(proc, tok, "def g():") and not ok(proc, tok, "print(1)")
+    assert proc.block_floor == 4
     assert ok(proc, tok, "    if x:")
     proc.advance(tok.encode("    if x:\n        y = 1\n", add_special_tokens=False))
     assert not ok(proc, tok, "def g():") and ok(proc, tok, "    z = 2")
     at_module = make(tiny, prefix, "def g():\n    pass\n")  # the suffix is at column 0: no floor
-    assert at_module.block_floor == 0 and ok(at_module, tok, "def h():")
+    assert ok(at_module, tok, "def h():") and at_module.block_floor == 0
+    # token healing backed the prompt up by its newline: the cursor looks mid-line (after the
+    # docstring); the floor is taken at the first line start the completion makes
+    healed = make(tiny, 'def f(x):\n    """Doc."""', "        else:\n            return 1\n")
+    healed.advance(tok.encode("\n", add_special_tokens=False))
+    assert not ok(healed, tok, "def g():") and ok(healed, tok, "    if x:") and healed.block_floor == 4
+    healed.rollback(1)
+    assert healed.block_floor is None  # set after the rollback point: forgotten
