@@ -11,8 +11,8 @@ the completion end only where it can run into the suffix. Per request:
 3. the indentation tracker (``indent.IndentTracker``) is fed the region's logical lines.
 
 Per step, the allowed tokens are the AND of: the llguidance bitmask; at the start of a line, the
-indentation mask (and, when the suffix goes on indented, no line left of the block the cursor is
-in: an infill does not run on into the enclosing scope); when the suffix closes brackets the
+indentation mask (and, when the suffix goes on indented, no line left of the top-level ``def`` or
+``class`` body the cursor is in: an infill does not run on into module-level code); when the suffix closes brackets the
 prefix opened, no token that closes them
 (the completion stays inside: ``bracket floor``); no line that starts left of the suffix's first
 line where the completion could end instead; in single-line mode, no newline inside brackets;
@@ -343,12 +343,14 @@ class GrammarProcessor:
         past the gap into the enclosing scope, where the indented suffix could never follow).
 
         ``block_floor`` is set at the completion's first line start (the cursor, or the end of
-        a healed newline): the innermost block open there, or the suffix's first line if that is
-        further left; 0 (no floor) when the suffix does not start an indented line."""
+        a healed newline): the outermost indented block open there — the body of the top-level
+        ``def``/``class`` — or the suffix's first line if that is further left; 0 (no floor) at
+        module level or when the suffix does not start an indented line. Inner blocks are not a
+        floor: an infill may close one and open a sibling (``elif``) that the suffix continues."""
         if self.block_floor is None:
             state, c = self.tracker.state, self.cursor
-            top = 0 if state.broken or not state.stack else state.stack[-1]
-            self.block_floor = min(top, c.suffix_indent) if c.suffix_indent else 0
+            outer = state.stack[1] if not state.broken and len(state.stack) > 1 else 0
+            self.block_floor = min(outer, c.suffix_indent) if c.suffix_indent else 0
             self._floor_at = len(self.consumed)
         if not self.block_floor:
             return None

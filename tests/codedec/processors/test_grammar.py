@@ -248,6 +248,9 @@ def test_infill_does_not_run_on_into_the_enclosing_scope(tiny, tok):
     assert ok(proc, tok, "    if x:")
     proc.advance(tok.encode("    if x:\n        y = 1\n", add_special_tokens=False))
     assert not ok(proc, tok, "def g():") and ok(proc, tok, "    z = 2")
+    # an inner block is no floor: the gap may close it and open a sibling the suffix continues
+    inner = make(tiny, "def f(x):\n    for c in x:\n        if c:\n            y = 1\n", "            y = 2\n")
+    assert ok(inner, tok, "        elif x:") and not ok(inner, tok, "print(1)") and inner.block_floor == 4
     at_module = make(tiny, prefix, "def g():\n    pass\n")  # the suffix is at column 0: no floor
     assert ok(at_module, tok, "def h():") and at_module.block_floor == 0
     # token healing backed the prompt up by its newline: the cursor looks mid-line (after the
