@@ -60,6 +60,10 @@ class Client:
         def on_partial(ls, params):
             self.first_partial.setdefault(params.id, time.perf_counter())
 
+        @self.lsp.feature("codedec/status")
+        def on_status(ls, params):  # loading / ready: not measured here
+            pass
+
     async def start(self) -> None:
         await self.lsp.start_io(
             sys.executable, "-m", "lsp_server", "--model", self.model, env=ENV, cwd=str(ROOT)
@@ -199,6 +203,37 @@ async def bench_typing(model: str, keystrokes: int, source: Path, start_line: in
     }
 
 
+def prompt_memo_ratio(model: str, path: Path, requests: int = 40) -> tuple[float, float]:
+    """In-process, side by side: ``build_prompt`` p50 (ms) at successive line ends of ``path``
+    with the per-line token-count memo off, then on (the memo is what makes a large file cheap)."""
+    import statistics
+
+    from codedec.context import fim
+    from codedec.loading import load_model
+
+    loaded = load_model(model)
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    spots = [len(lines) // 3 + 7 * k for k in range(requests)]
+    spots = [min(i, len(lines)) for i in spots]
+    budget = int(loaded.preset.get("context_tokens") or 2048) - 64
+    memo_size = fim.LINE_COST_MEMO
+    out = []
+    try:
+        for size in (0, memo_size):  # 0: the memo is cleared on every call
+            fim.LINE_COST_MEMO = size
+            fim._LINE_COSTS.pop(loaded.tokenizer, None)
+            times = []
+            for i in spots:
+                t = time.perf_counter()
+                fim.build_prompt(loaded.preset, loaded.tokenizer, "".join(lines[:i]), "".join(lines[i:]),
+                                 max_tokens=budget)
+                times.append((time.perf_counter() - t) * 1e3)
+            out.append(statistics.median(times[1:]))
+    finally:
+        fim.LINE_COST_MEMO = memo_size
+    return out[0], out[1]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument(
@@ -233,6 +268,9 @@ def main() -> None:
         print(
             f"  engine first text    p50 {o['engine_first_text_ms']['p50']:7.2f} ms   p95 {o['engine_first_text_ms']['p95']:7.2f} ms"
         )
+        off, on = prompt_memo_ratio(args.model, args.file)
+        print(f"  build_prompt on {args.file.name}, per-line token-count memo off / on (same run):"
+              f" p50 {off:.2f} / {on:.2f} ms = {off / on:.1f}x")
         if args.typing_model:
             n_lines = args.file.read_text().count("\n")
             start = args.start_line if args.start_line is not None else n_lines // 3
