@@ -46,7 +46,7 @@ import torch
 
 from codedec.processors.base import check_rows
 from codedec.processors.cursor import Cursor, analyse
-from codedec.processors.indent import IndentState, IndentTracker, indent_tables
+from codedec.processors.indent import COMMENT, IndentState, IndentTracker, indent_tables
 from codedec.processors.masking import as_numpy, mask_row_, writable_copy
 from codedec.processors.pylex import OP, PyLexer
 from codedec.vocab import Vocab
@@ -339,8 +339,9 @@ class GrammarProcessor:
         return t.code & (col < c.suffix_indent)
 
     def _left_of_block(self, cur: int) -> np.ndarray | None:
-        """Code tokens that would start a line left of ``block_floor`` (the completion running on
-        past the gap into the enclosing scope, where the indented suffix could never follow).
+        """Code or comment tokens that would start a line left of ``block_floor`` (the completion
+        running on past the gap into module-level code or ``# Test the function`` comment lines,
+        where the indented suffix could never follow).
 
         ``block_floor`` is set at the completion's first line start (the cursor, or the end of
         a healed newline): the outermost indented block open there — the body of the top-level
@@ -356,7 +357,7 @@ class GrammarProcessor:
             return None
         t = self.shared.indent
         col = np.where(t.has_nl, t.lead, t.lead + cur)
-        return t.code & (col < self.block_floor)
+        return (t.code | (t.kind == COMMENT)) & (col < self.block_floor)  # a comment line too
 
     def closing_mask(self) -> np.ndarray | None:
         """Near the end of the budget (bool [len(vocab)]): inside a string, the tokens that close

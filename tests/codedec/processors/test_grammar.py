@@ -243,8 +243,8 @@ def test_infill_does_not_run_on_into_the_enclosing_scope(tiny, tok):
     the completion may start at column 0 — even where the completion cannot end yet."""
     prefix = 'def f(x):\n    """Doc."""\n'
     proc = make(tiny, prefix, "        else:\n            return 1\n")
-    assert not ok(proc, tok, "def g():") and not ok(proc, tok, "print(1)")
-    assert proc.block_floor == 4
+    assert not ok(proc, tok, "def g():") and not ok(proc, tok, "print(1)") and not ok(proc, tok, "# Test it")
+    assert proc.block_floor == 4 and ok(proc, tok, "    # a comment in the body")
     assert ok(proc, tok, "    if x:")
     proc.advance(tok.encode("    if x:\n        y = 1\n", add_special_tokens=False))
     assert not ok(proc, tok, "def g():") and ok(proc, tok, "    z = 2")
