@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 
 import torch
+from protocol_checks import assert_draft_rows_match_sequential, assert_fork_and_rollback_leave_no_trace
 
 from codedec.decoding import ComponentContext, TextContext, build_processors, parse_decoding
 from codedec.engine import Engine
@@ -42,21 +43,9 @@ def test_order_is_soft_first(tiny):
 def test_chain_life_cycle_leaves_no_trace(tiny):
     vocab = vocab_for(tiny.tokenizer)
     chain = chain_for(tiny, "items = []\nfor i in range(3):\n    items.")
-    logits = torch.randn(1, len(vocab))
-    before = chain(logits)
     ids = tiny.tokenizer.encode("append(i)\n    items.pop()\n", add_special_tokens=False)
-    branch = chain.fork()
-    branch.advance(ids)
-    chain.advance(ids)
-    chain.rollback(len(ids))
-    assert torch.equal(chain(logits), before)
-    raw = torch.randn(len(ids) + 1, len(vocab))
-    rows = chain(raw, ids)
-    seq = chain.fork()
-    for i in range(len(ids) + 1):
-        torch.testing.assert_close(rows[i], seq(raw[i : i + 1])[0])
-        if i < len(ids):
-            seq.advance([ids[i]])
+    assert_fork_and_rollback_leave_no_trace(chain, torch.randn(1, len(vocab)), ids)
+    assert_draft_rows_match_sequential(chain, torch.randn(len(ids) + 1, len(vocab)), ids)
 
 
 def test_engine_run_with_all_three(tiny):

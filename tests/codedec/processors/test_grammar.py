@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from protocol_checks import assert_draft_rows_match_sequential, assert_fork_and_rollback_leave_no_trace
 
 from codedec.decoding import ComponentContext, TextContext, build_processors
 from codedec.engine import Engine
@@ -153,22 +154,11 @@ def test_fork_rollback_and_draft_rows_leave_no_trace(tiny, tok, vocab):
     logits = torch.randn(1, len(vocab))
     before = proc(logits)
     ids = tok.encode("y = [x,\n  1]\n    return y", add_special_tokens=False)
-    branch = proc.fork()
-    branch.advance(ids)
-    assert torch.equal(proc(logits), before)
-    proc.advance(ids)
-    proc.rollback(len(ids))
-    assert torch.equal(proc(logits), before)
+    assert_fork_and_rollback_leave_no_trace(proc, logits, ids)
     draft = ids[:6]
     rows = proc(torch.randn(len(draft) + 1, len(vocab)).clone(), draft)
     assert rows.shape == (len(draft) + 1, len(vocab))
-    seq = proc.fork()
-    raw = torch.randn(len(draft) + 1, len(vocab))
-    rows = proc(raw, draft)
-    for i in range(len(draft) + 1):
-        torch.testing.assert_close(rows[i], seq(raw[i : i + 1])[0])
-        if i < len(draft):
-            seq.advance([draft[i]])
+    assert_draft_rows_match_sequential(proc, torch.randn(len(draft) + 1, len(vocab)), draft)
     assert torch.equal(proc(logits), before)
 
 

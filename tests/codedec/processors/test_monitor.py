@@ -8,6 +8,7 @@ import threading
 
 import pytest
 import torch
+from protocol_checks import assert_draft_rows_match_sequential, assert_fork_and_rollback_leave_no_trace
 
 from codedec.decoding import ComponentContext, TextContext, build_processors
 from codedec.processors.monitor import MonitorConfig, MonitorProcessor
@@ -133,19 +134,8 @@ def test_fork_rollback_and_draft_rows_leave_no_trace(tiny, vocab):
     logits = torch.randn(1, len(vocab))
     before = proc(logits)
     ids = enc(tiny, "append(1)")
-    branch = proc.fork()
-    branch.advance(ids)
-    assert torch.equal(proc(logits), before)
-    proc.advance(ids)
-    proc.rollback(len(ids))
-    assert torch.equal(proc(logits), before)
-    raw = torch.randn(len(ids) + 1, len(vocab))
-    rows = proc(raw, ids)
-    seq = proc.fork()
-    for i in range(len(ids) + 1):
-        torch.testing.assert_close(rows[i], seq(raw[i : i + 1])[0])
-        if i < len(ids):
-            seq.advance([ids[i]])
+    assert_fork_and_rollback_leave_no_trace(proc, logits, ids)
+    assert_draft_rows_match_sequential(proc, torch.randn(len(ids) + 1, len(vocab)), ids)
     assert torch.equal(proc(logits), before)
     proc.reset()
     assert bytes(proc.lexer.buf) == proc.region

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from protocol_checks import assert_draft_rows_match_sequential
 
 from codedec.decoding import ComponentContext, build_processors, parse_decoding
 from codedec.processors import BannedTokens, HealingProcessor, MinNewTokens, ProcessorChain
@@ -67,13 +68,7 @@ def test_chain_scores_a_draft_like_sequential_advances(tiny):
     vocab = vocab_for(tiny.tokenizer)
     chain = ProcessorChain([MinNewTokens(1, tiny.stop_token_ids), HealingProcessor(vocab, b"ret")])
     draft = tiny.tokenizer.encode("return", add_special_tokens=False)[:2]
-    logits = torch.randn(len(draft) + 1, len(vocab))
-    rows = chain(logits, draft=draft)
-    seq = chain.fork()
-    for i in range(len(draft) + 1):
-        torch.testing.assert_close(rows[i], seq(logits[i : i + 1])[0])
-        if i < len(draft):
-            seq.advance([draft[i]])
+    assert_draft_rows_match_sequential(chain, torch.randn(len(draft) + 1, len(vocab)), draft)
 
 
 class OnlyTokens:

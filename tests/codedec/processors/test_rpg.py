@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from protocol_checks import assert_draft_rows_match_sequential
 
 from codedec.decoding import ComponentContext, build_processors, parse_decoding
 from codedec.engine import Engine
@@ -106,13 +107,7 @@ def test_draft_rows_match_sequential_scoring(tiny, vocab):
     proc = RPGProcessor(vocab, tiny.stop_token_ids)
     proc.advance(encode(tiny, "print(a)\nprint(b)\nprint(c)"))
     draft = encode(tiny, "\nprint(d)\n")
-    logits = torch.randn(len(draft) + 1, len(vocab))
-    rows = proc(logits, draft)
-    seq = proc.fork()
-    for i in range(len(draft) + 1):
-        torch.testing.assert_close(rows[i], seq(logits[i : i + 1])[0])
-        if i < len(draft):
-            seq.advance([draft[i]])
+    assert_draft_rows_match_sequential(proc, torch.randn(len(draft) + 1, len(vocab)), draft)
     assert len(proc.stream.token_starts) == len(encode(tiny, "print(a)\nprint(b)\nprint(c)"))
 
 

@@ -1,0 +1,30 @@
+"""Checks of the processor protocol (codedec.processors.base) that every processor must pass."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def assert_fork_and_rollback_leave_no_trace(proc, logits: torch.Tensor, ids: Sequence[int]) -> None:
+    """A fork advanced through ``ids`` does not change ``proc``; advancing ``proc`` and rolling
+    back the same ids gives back exactly the rows it gave before."""
+    before = proc(logits)
+    branch = proc.fork()
+    branch.advance(ids)
+    assert torch.equal(proc(logits), before)
+    proc.advance(ids)
+    proc.rollback(len(ids))
+    assert torch.equal(proc(logits), before)
+
+
+def assert_draft_rows_match_sequential(proc, logits: torch.Tensor, draft: Sequence[int]) -> None:
+    """Scoring ``logits`` [len(draft) + 1, V] with ``draft`` gives each row what a fork advanced
+    through the draft one token at a time gives (and leaves ``proc`` as it was)."""
+    rows = proc(logits, draft)
+    seq = proc.fork()
+    for i in range(len(draft) + 1):
+        torch.testing.assert_close(rows[i], seq(logits[i : i + 1])[0])
+        if i < len(draft):
+            seq.advance([draft[i]])
