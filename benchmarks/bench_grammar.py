@@ -133,13 +133,11 @@ def score_runs(paths: list[str]) -> None:
     """Print worse / pass / EM per configuration of finished eval runs (samples.jsonl files), over
     the task ids that every configuration completed."""
     from codedec_eval.humaneval import load_humaneval_infilling
+    from codedec_eval.runner import samples_by_config
 
-    rows: dict[str, dict[str, dict]] = {}  # config -> task_id -> sample
-    for path in paths:
-        for line in open(path, encoding="utf-8"):
-            row = json.loads(line)
-            if row.get("repeat", 0) == 0 and "middle" in row:
-                rows.setdefault(row["config"], {})[row["task_id"]] = row
+    rows = {config: {t: row for t, row in by_task.items() if "middle" in row}  # infilling rows only
+            for config, by_task in samples_by_config(paths).items()}
+    rows = {config: by_task for config, by_task in rows.items() if by_task}
     if not rows:
         raise SystemExit(f"no infilling samples in {paths}")
     common = set.intersection(*(set(r) for r in rows.values()))

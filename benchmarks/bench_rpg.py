@@ -151,13 +151,9 @@ def no_harm(engine: Engine, samples: str, configs: str, max_new: int) -> None:
 def score_runs(paths: list[str]) -> None:
     """Print pass@1 (all problems) and repetition rates (the problems whose plain completion
     repeats) per configuration of finished HumanEval eval runs."""
-    rows: dict[str, dict[str, dict]] = {}  # config -> task_id -> row
-    for path in paths:
-        for line in Path(path).read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                row = json.loads(line)
-                if row.get("repeat", 0) == 0:
-                    rows.setdefault(row["config"], {})[row["task_id"]] = row
+    from codedec_eval.runner import samples_by_config
+
+    rows = samples_by_config(paths)  # config -> task_id -> row
     if "plain" not in rows:
         raise SystemExit(f"no plain configuration in {paths}: it defines which problems repeat")
     common = sorted(set.intersection(*(set(r) for r in rows.values())))

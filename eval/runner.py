@@ -100,7 +100,10 @@ def _fingerprint(task: Task, model: str, settings: RunSettings, config: RunConfi
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
-def _read_rows(path: Path) -> list[dict[str, Any]]:
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    """The rows of a ``samples.jsonl`` ([] when it does not exist); a torn line (an interrupted
+    run) is skipped with a warning."""
+    path = Path(path)
     rows = []
     if not path.exists():
         return rows
@@ -113,6 +116,17 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
             except json.JSONDecodeError:
                 log.warning("%s:%d: ignoring a torn line (interrupted run?)", path, number)
     return rows
+
+
+def samples_by_config(paths: Sequence[str | Path]) -> dict[str, dict[str, dict[str, Any]]]:
+    """config label -> task id -> the first-repeat row, from one or more ``samples.jsonl`` files
+    (a later file's row replaces an earlier one's for the same config and task)."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for path in paths:
+        for row in read_rows(path):
+            if row.get("repeat", 0) == 0:
+                out.setdefault(row["config"], {})[row["task_id"]] = row
+    return out
 
 
 def _schedule(configs: Sequence[RunConfig], samples: Sequence[Sample],
@@ -157,7 +171,7 @@ def run_eval(task: Task, engine: Any, configs: Sequence[RunConfig], settings: Ru
     context = int(engine.loaded.preset.get("context_tokens") or 2048)
     max_prompt = settings.max_prompt_tokens or max(16, context - max_new)
     prints = {c: _fingerprint(task, model, settings, c) for c in configs}
-    done = {(r.get("fingerprint"), r.get("task_id"), r.get("repeat")) for r in _read_rows(samples_path)}
+    done = {(r.get("fingerprint"), r.get("task_id"), r.get("repeat")) for r in read_rows(samples_path)}
     samples = task.samples()
     jobs = _schedule(configs, samples, settings.n_samples)
     pending = [(c, s, k) for c, s, k in jobs if (prints[c], s.task_id, k) not in done]
@@ -190,7 +204,7 @@ def run_eval(task: Task, engine: Any, configs: Sequence[RunConfig], settings: Ru
             sink.write(json.dumps(row, ensure_ascii=False) + "\n")
             sink.flush()
             bar.update(1)
-    summary = summarize(task, model, settings, configs, prints, _read_rows(samples_path), {s.task_id for s in samples})
+    summary = summarize(task, model, settings, configs, prints, read_rows(samples_path), {s.task_id for s in samples})
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=_json_default))
     from codedec_eval.report import plot_quality_vs_latency, render_table
 

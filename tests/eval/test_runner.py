@@ -177,3 +177,16 @@ def test_schedule_interleaves_configs_one_problem_apart():
     ]
     for before, after in zip(order, order[1:], strict=False):
         assert before[0] == after[0] or before[1] != after[1]  # never the same prompt across configs
+
+
+def test_samples_by_config_reads_several_runs(tmp_path):
+    from codedec_eval.runner import samples_by_config
+
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text('{"config": "plain", "task_id": "t1", "repeat": 0, "v": 1}\n'
+                 '{"config": "plain", "task_id": "t1", "repeat": 1, "v": 2}\n{"torn')
+    b.write_text('{"config": "plain", "task_id": "t1", "repeat": 0, "v": 3}\n'
+                 '{"config": "rpg", "task_id": "t2", "repeat": 0, "v": 4}\n')
+    got = samples_by_config([a, b, tmp_path / "missing.jsonl"])
+    assert {c: {t: r["v"] for t, r in rows.items()} for c, rows in got.items()} == {
+        "plain": {"t1": 3}, "rpg": {"t2": 4}}
