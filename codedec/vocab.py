@@ -86,6 +86,12 @@ class Vocab:
     def __len__(self) -> int:
         return len(self.token_bytes)
 
+    def text_of(self, token_id: int) -> bytes:
+        """The bytes id ``token_id`` writes into code: ``b""`` for special and unknown ids (what
+        processors that follow the generated text feed their lexers)."""
+        i = int(token_id)
+        return self.token_bytes[i] if 0 <= i < len(self.token_bytes) and i not in self.special else b""
+
     def ids_starting_with(self, prefix: bytes) -> list[int]:
         """Text token ids whose bytes start with ``prefix`` (a contiguous run of the sorted index)."""
         lo = bisect.bisect_left(self._sorted, prefix)

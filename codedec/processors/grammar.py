@@ -213,10 +213,9 @@ class GrammarProcessor:
         if not self.started:
             self.consumed.extend(False for _ in ids)
             return
-        table = self.vocab.token_bytes
         for i in ids:
             i = int(i)
-            self.lexer.feed(table[i] if 0 <= i < len(table) and i not in self.vocab.special else b"")
+            self.lexer.feed(self.vocab.text_of(i))
             self._sync_tracker()
             took = False
             if self.active and self.suspended_at is None:

@@ -154,10 +154,8 @@ class MonitorProcessor:
 
     # --- life cycle ------------------------------------------------------------------------
     def advance(self, ids: Sequence[int]) -> None:
-        table = self.vocab.token_bytes
         for i in ids:
-            i = int(i)
-            self.lexer.feed(table[i] if 0 <= i < len(table) and i not in self.vocab.special else b"")
+            self.lexer.feed(self.vocab.text_of(i))
 
     def rollback(self, n: int) -> None:
         if not 0 <= n <= len(self.lexer._marks) - 1:

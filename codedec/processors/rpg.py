@@ -285,10 +285,8 @@ class RPGProcessor:
         return out
 
     def advance(self, ids: Sequence[int]) -> None:
-        table = self.vocab.token_bytes
         for i in ids:
-            i = int(i)
-            self.stream.push(table[i] if 0 <= i < len(table) and i not in self.vocab.special else b"")
+            self.stream.push(self.vocab.text_of(i))
 
     def rollback(self, n: int) -> None:
         self.stream.rollback(n)

@@ -121,3 +121,8 @@ def test_parse_decoding():
     assert parse_decoding("no-fences, min-tokens") == ("min-tokens", "no-fences")
     with pytest.raises(ValueError, match="unknown decoding component.*bogus.*Known"):
         parse_decoding("min-tokens,bogus")
+
+
+def test_text_of_is_empty_for_special_and_unknown_ids():
+    vocab = Vocab([b"<s>", b"ab", b"\n"], frozenset({0}))
+    assert [vocab.text_of(i) for i in (0, 1, 2, 3, -1)] == [b"", b"ab", b"\n", b"", b""]
