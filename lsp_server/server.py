@@ -33,7 +33,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from lsprotocol import types
 from pygls import uris
@@ -81,6 +81,16 @@ def default_loader(model: str, progress: Callable[[str], None]) -> Callable[[], 
     return load
 
 
+class Completed(NamedTuple):
+    """``complete_at``'s answer: the text to show (``""``: nothing), the prefix and the line mode
+    it was made for, and for a model answer its ``tokens`` and ``total_ms``."""
+
+    text: str
+    prefix: str
+    mode: str
+    stats: dict[str, Any] | None = None
+
+
 class _Protocol(LanguageServerProtocol):
     """pygls' protocol, except that a request whose params do not deserialize gets an error
     response (pygls only logs it, and the client would wait forever)."""
@@ -122,7 +132,6 @@ class CodedecServer(LanguageServer):
         self.loop: asyncio.AbstractEventLoop | None = None
         self._generation: dict[str, int] = {}
         self._load_messages: list[str] = []
-        self.last_stats: dict[Any, dict[str, Any]] = {}  # request id -> tokens / total_ms of its answer
         self._load_t0 = time.perf_counter()
 
     # ---- helpers (event-loop thread unless said otherwise)
@@ -221,9 +230,9 @@ class CodedecServer(LanguageServer):
 
     # ---- completion
 
-    async def complete_at(self, uri: str, position: types.Position, kind: str) -> tuple[str, str, str]:
-        """(text to show, prefix, mode) for the cursor at ``position`` in ``uri``; ``""`` when there
-        is nothing to show. Raises ``CancelledError`` when the client cancels the request."""
+    async def complete_at(self, uri: str, position: types.Position, kind: str) -> Completed:
+        """What to show for the cursor at ``position`` in ``uri`` (text ``""`` when there is
+        nothing to show). Raises ``CancelledError`` when the client cancels the request."""
         t0 = time.perf_counter()
         msg_id = self.protocol.msg_id
         doc = self.ensure_service().documents.get(uri)
@@ -231,25 +240,25 @@ class CodedecServer(LanguageServer):
             self.client_log(
                 types.MessageType.Warning, f"completion requested for a document that is not open: {uri}"
             )
-            return "", "", NONE
+            return Completed("", "", NONE)
         s = self.settings
         offset = offset_at(doc.text, position.line, position.character, self.encoding)
         prefix, suffix = doc.text[:offset], doc.text[offset:]
         if not s.language_enabled(doc.language):
-            return "", prefix, NONE
+            return Completed("", prefix, NONE)
         mode = decide_mode(prefix, suffix, s.line_mode)
         if mode == NONE:
-            return "", prefix, mode
+            return Completed("", prefix, mode)
         hit = self.results.get(prefix, suffix)
         logged = functools.partial(self._log_completion, t0, msg_id, uri, doc.language, kind, mode)
         if hit is not None:
             logged("cache", hit)
-            return hit, prefix, mode
+            return Completed(hit, prefix, mode)
         gen = self._generation[uri] = self._generation.get(uri, 0) + 1
         if s.debounce_ms:
             await asyncio.sleep(s.debounce_ms / 1000.0)
             if self._generation.get(uri) != gen:
-                return "", prefix, mode  # a newer request for this document arrived meanwhile
+                return Completed("", prefix, mode)  # a newer request for this document arrived meanwhile
         first_partial: list[float] = []
 
         def on_delta(delta: str, text: str) -> None:  # worker thread
@@ -275,13 +284,10 @@ class CodedecServer(LanguageServer):
             raise
         if result.error is not None:
             self.client_log(types.MessageType.Warning, f"completion failed: {result.error}")
-            return "", prefix, mode
+            return Completed("", prefix, mode)
         text = "" if result.cancelled else finalize(result.text, prefix, suffix, mode)
         if text:
             self.results.put(prefix, suffix, text)
-        self.last_stats[msg_id] = {"tokens": result.stats.get("new_tokens"), "total_ms": result.stats.get("total_ms")}
-        while len(self.last_stats) > 64:
-            self.last_stats.pop(next(iter(self.last_stats)))
         logged(
             "model",
             text,
@@ -294,7 +300,8 @@ class CodedecServer(LanguageServer):
             prompt_tokens=result.stats.get("prompt_tokens"),
             finish_reason=result.finish_reason,
         )
-        return text, prefix, mode
+        return Completed(text, prefix, mode,
+                         {"tokens": result.stats.get("new_tokens"), "total_ms": result.stats.get("total_ms")})
 
     def _log_completion(self, t0: float, msg_id: Any, uri: str, language: str, kind: str, mode: str,
                         source: str, text: str, **extra: Any) -> None:
@@ -400,13 +407,14 @@ def register_features(server: CodedecServer) -> CodedecServer:
     ) -> types.InlineCompletionList:
         msg_id = ls.protocol.msg_id
         uri = params.text_document.uri
-        text, _, _ = await ls.complete_at(uri, params.position, "inline")
+        done = await ls.complete_at(uri, params.position, "inline")
+        text = done.text
         if not text:
             return _empty_inline()
         pos = params.position
         # The item names its request: a client that runs the command on accept (VS Code) reports it.
         accepted = types.Command(title="codedec: accepted", command=ACCEPTED_COMMAND,
-                                 arguments=[{"id": msg_id, "uri": uri, **ls.last_stats.pop(msg_id, {})}])
+                                 arguments=[{"id": msg_id, "uri": uri, **(done.stats or {})}])
         return types.InlineCompletionList(
             items=[types.InlineCompletionItem(insert_text=text, range=types.Range(start=pos, end=pos),
                                               command=accepted)]
@@ -415,7 +423,7 @@ def register_features(server: CodedecServer) -> CodedecServer:
     @server.feature(types.TEXT_DOCUMENT_COMPLETION, types.CompletionOptions(trigger_characters=None))
     @_guard(_empty_completion)
     async def completion(ls: CodedecServer, params: types.CompletionParams) -> types.CompletionList:
-        text, prefix, _ = await ls.complete_at(params.text_document.uri, params.position, "completion")
+        text, prefix, _, _ = await ls.complete_at(params.text_document.uri, params.position, "completion")
         if not text:
             return _empty_completion()
         # Replace the word being typed with word + completion, so client-side filtering keeps the item.
