@@ -150,7 +150,6 @@ class MonitorProcessor:
         self._masks: dict[tuple[bytes, bytes], np.ndarray | None] = {}
         self._on_time: set[bytes] = set()
         self.stats = {"triggers": 0, "answered": 0, "late": 0, "masked_steps": 0}
-        self._import_trigger = False
 
     # --- life cycle ------------------------------------------------------------------------
     def advance(self, ids: Sequence[int]) -> None:
@@ -186,7 +185,6 @@ class MonitorProcessor:
 
     def _trigger_offset(self) -> tuple[int, bytes] | None:
         lx = self.lexer
-        self._import_trigger = False
         if lx.in_string or lx.in_comment:
             return None
         buf, lexemes = lx.buf, lx.lexemes
@@ -205,7 +203,6 @@ class MonitorProcessor:
         if last.kind == OP and text == b"." and last.end == start and len(lexemes) >= 2 and self._receiver(len(lexemes) - 2):
             return start, pending
         if self._in_import_list():
-            self._import_trigger = True
             return start, pending
         return None
 
@@ -295,7 +292,7 @@ class MonitorProcessor:
         complete = False
         # After `import` / `,` / `(` nothing of the name is written yet: the separating blank may
         # come first — a blank-only token, or the name's first token with one leading space.
-        spaced = self._import_trigger and not partial and not lead
+        spaced = not partial and not lead and self._in_import_list()
         for name in names:
             n = name.encode("utf-8")
             if not n.startswith(partial):
