@@ -149,15 +149,29 @@ def score_runs(paths: list[str]) -> None:
         raise SystemExit(f"{len(missing)} task ids are not HumanEval infilling problems, e.g. {missing[0]}")
     base = {t: error_nodes(problems[t].prompt + problems[t].suffix) for t in common}
     print(f"{len(common)} problems completed by every configuration ({', '.join(rows)})")
-    print(f"{'config':12s} {'worse':>11s} {'pass@1':>11s} {'exact':>11s}")
+    print(f"{'config':12s} {'worse':>11s} {'pass@1':>11s} {'exact':>11s} {'length':>7s} {'cut':>5s} {'last':>5s}")
     n = len(common)
+
+    def adds_errors(t: str, middle: str) -> bool:
+        return error_nodes(problems[t].prompt + middle + problems[t].suffix) > base[t]
+
     for config, by_task in rows.items():
-        worse = sum(error_nodes(problems[t].prompt + by_task[t]["middle"] + problems[t].suffix) > base[t]
-                    for t in common)
+        worse = [t for t in common if adds_errors(t, by_task[t]["middle"])]
+        # of those, how many an earlier line end would fix ("cut"), and dropping only the last line ("last")
+        cut_at = {}
+        for t in worse:
+            lines = by_task[t]["middle"].splitlines(keepends=True)
+            cut_at[t] = next((k for k in range(len(lines) - 1, 0, -1) if not adds_errors(t, "".join(lines[:k]))), None)
+            cut_at[t] = (cut_at[t], len(lines))
+        cut = sum(k is not None for k, _ in cut_at.values())
+        last = sum(k == m - 1 for k, m in cut_at.values())
         passed = sum(bool(by_task[t].get("passed")) for t in common)
         exact = sum(bool(by_task[t].get("exact_match")) for t in common)
-        print(f"{config:12s} {worse:>4d} {100 * worse / n:5.1f}% {passed:>4d} {100 * passed / n:5.1f}% "
-              f"{exact:>4d} {100 * exact / n:5.1f}%")
+        length = sum(by_task[t].get("finish_reason") == "length" for t in common)
+        print(f"{config:12s} {len(worse):>4d} {100 * len(worse) / n:5.1f}% {passed:>4d} {100 * passed / n:5.1f}% "
+              f"{exact:>4d} {100 * exact / n:5.1f}% {length:>7d} {cut:>5d} {last:>5d}")
+    print("length: completions that ran to the token limit; cut / last: of the worse ones, how many an earlier"
+          " line end would fix / dropping only the last line would fix")
 
 
 def main() -> None:

@@ -27,10 +27,13 @@ from __future__ import annotations
 
 import argparse
 import ast
+import io
 import json
 import random
 import statistics
 import time
+import tokenize
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -38,7 +41,7 @@ import torch
 from codedec.context.fim import build_prompt
 from codedec.engine import Engine
 from codedec.loading import load_model
-from codedec.processors.rpg import RPGConfig, RPGProcessor, repetition_stats
+from codedec.processors.rpg import RPGConfig, RPGProcessor, repeated_lines, repetition_stats
 from codedec.sampling import SamplingParams
 
 HUMANEVAL_STOPS = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
@@ -173,6 +176,28 @@ def score_runs(paths: list[str]) -> None:
               f"{mean(st[t]['repeated_structure_rate'] for t in repeating):11.3f} "
               f"{sum(st[t]['repeated_lines'] > 0 for t in repeating):>6d}/{len(repeating):<6d} "
               f"{mean(by_task[t]['new_tokens'] for t in repeating):8.1f}")
+    for config, by_task in rows.items():  # what the repeated lines are
+        repeated = [line for t in repeating for line in repeated_lines(by_task[t]["completion"])[1]]
+        long_rate = mean(_rate(*repeated_lines(long_lines(by_task[t]["completion"]))) for t in repeating)
+        top = ", ".join(f"{line!r} x{n}" for line, n in Counter(repeated).most_common(3))
+        print(f"  {config}: repeated-line rate over lines of >= 4 tokens {long_rate:.3f}; most repeated: {top}")
+
+
+def _n_tokens(line: str) -> int:
+    try:
+        return sum(tok.type not in (tokenize.NEWLINE, tokenize.NL, tokenize.ENDMARKER, tokenize.INDENT, tokenize.DEDENT)
+                   for tok in tokenize.generate_tokens(io.StringIO(line.strip()).readline))
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return len(line.split())
+
+
+def _rate(lines: int, again: list[str]) -> float:
+    return len(again) / lines if lines else 0.0
+
+
+def long_lines(text: str, min_tokens: int = 4) -> str:
+    """``text`` without its lines of fewer than ``min_tokens`` Python tokens (``return True``)."""
+    return "\n".join(line for line in text.splitlines() if _n_tokens(line) >= min_tokens)
 
 
 def main() -> None:

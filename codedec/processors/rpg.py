@@ -343,6 +343,21 @@ class RPGProcessor:
         return result
 
 
+def repeated_lines(text: str) -> tuple[int, list[str]]:
+    """(number of non-blank lines, the stripped lines that equal an earlier one) of ``text``."""
+    seen: set[str] = set()
+    lines, again = 0, []
+    for line in text.splitlines():
+        s = line.strip()
+        if not s:
+            continue
+        lines += 1
+        if s in seen:
+            again.append(s)
+        seen.add(s)
+    return lines, again
+
+
 def repetition_stats(text: str, *, min_repeats: int = 3, max_period: int = 8) -> dict[str, float]:
     """Repetition in a finished completion (for benchmarks):
 
@@ -351,16 +366,8 @@ def repetition_stats(text: str, *, min_repeats: int = 3, max_period: int = 8) ->
       structurally identical blocks (the RPG detector, offline);
     - the two rates.
     """
-    seen: set[str] = set()
-    lines = repeated = 0
-    for line in text.splitlines():
-        s = line.strip()
-        if not s:
-            continue
-        lines += 1
-        if s in seen:
-            repeated += 1
-        seen.add(s)
+    lines, again = repeated_lines(text)
+    repeated = len(again)
     stream = StatementStream(max_period)
     stream.push(text.encode("utf-8") + b"\n")
     in_run = [False] * len(stream.statements)
