@@ -5,26 +5,32 @@ What it is: a thin owner of a transformers ``DynamicCache`` (layers ``.keys/.val
 
 1. a new request reuses the longest common prefix with what is cached (``reuse``), prefilling only
    the rest (llama.cpp's ``cache_prompt``, vLLM's prefix caching for a single sequence);
-2. speculation and lookahead can undo tokens (``rollback(n)``/``crop(t)``) and branch (``fork``).
+2. speculation and lookahead can undo tokens (``rollback(n)``/``crop(t)``), branch (``fork``) and
+   keep only an accepted path of a verified draft tree (``keep``);
+3. edit-aware reuse (PIE, ``codedec.pie``) can cut a range out (``segment``), put it back after
+   newly encoded tokens (``extend``) and re-rotate its keys to new positions (``rerotate``).
+
+This is the only code that touches layer tensors; ``forward`` hands ``kv`` to the model, PIE asks
+for ranges by position.
 
 Invariant: ``len(self) == len(self.tokens) == kv.get_seq_length()``; position ``t`` of every layer
-holds the key/value of ``tokens[t]`` at position ``t``.
+holds the key/value of ``tokens[t]`` at position ``t``. ``forwards`` counts model forwards that
+wrote into this cache (never reset: callers take differences).
 
-What it is not: a paged multi-sequence allocator. Edit-aware reuse (PIE: keep the cache after a
-mid-file edit and re-rotate the suffix keys, ``codedec.kernels.rope_patch``) lives in
-``codedec.pie``; ``apply_edit`` here delegates to it.
+What it is not: a paged multi-sequence allocator, nor the policy of when to apply an edit
+(``codedec.pie``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
-if TYPE_CHECKING:
-    from codedec.pie import EditResult
+from codedec.kernels.rope_patch import rope_patch
 
 
 def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
@@ -39,13 +45,23 @@ def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
     return i
 
 
+@dataclass(frozen=True)
+class Segment:
+    """Cached positions cut out of a cache: per layer (keys, values) [1, H_kv, n, D] (views of the
+    old storage, which ``crop`` leaves intact) and the ``tokens`` they encode."""
+
+    layers: tuple[tuple[torch.Tensor, torch.Tensor], ...]
+    tokens: tuple[int, ...]
+
+
 class KVCache:
-    """KV cache + the ids it encodes, with prefix reuse, rollback and fork."""
+    """KV cache + the ids it encodes, with prefix reuse, rollback, fork, keep and PIE's ranges."""
 
     def __init__(self, config=None) -> None:
         self._config = config
         self.kv = DynamicCache(config=config)
         self.tokens: list[int] = []
+        self.forwards = 0
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -98,13 +114,65 @@ class KVCache:
         other.tokens = list(self.tokens)
         return other
 
+    def keep(self, positions: Sequence[int]) -> None:
+        """Keep only ``positions`` (strictly increasing), compacted to ``0 .. len(positions)-1``.
+
+        After a tree verification the cache holds the context and every draft node; keeping the
+        context plus the accepted path's nodes leaves exactly the cache a sequential decode of
+        that path would have written (``forward.tree_forward`` put each node's key at the position
+        it takes here). Positions up to the first gap are left in place; the rest are gathered.
+        """
+        pos = [int(p) for p in positions]
+        if any(b <= a for a, b in zip(pos, pos[1:], strict=False)) or (pos and not 0 <= pos[0] <= pos[-1] < len(self)):
+            raise ValueError(f"keep({pos[:8]}...) needs increasing positions < {len(self)}")
+        same = 0
+        while same < len(pos) and pos[same] == same:
+            same += 1
+        if same == len(pos):
+            self.crop(same)
+            return
+        index = torch.tensor(pos[same:], dtype=torch.long)
+        for layer in self.kv.layers:
+            idx = index.to(layer.keys.device)
+            layer.keys = torch.cat([layer.keys[:, :, :same], layer.keys.index_select(2, idx)], dim=2)
+            layer.values = torch.cat([layer.values[:, :, :same], layer.values.index_select(2, idx)], dim=2)
+        self.tokens = [self.tokens[p] for p in pos]
+        if self.kv.get_seq_length() != len(self.tokens):
+            raise RuntimeError("keep left layers and ids of different lengths")
+
+    def segment(self, start: int, end: int) -> Segment:
+        """Views of positions ``[start, end)`` of every layer (stay valid after ``crop``)."""
+        if not 0 <= start <= end <= len(self):
+            raise ValueError(f"segment({start}, {end}) of a cache of {len(self)} tokens")
+        layers = tuple(
+            (layer.keys[:, :, start:end, :], layer.values[:, :, start:end, :]) for layer in self.kv.layers
+        )
+        return Segment(layers, tuple(self.tokens[start:end]))
+
+    def extend(self, segment: Segment) -> None:
+        """Append a segment's keys/values (as they are: positions are fixed with ``rerotate``)."""
+        if not segment.tokens:
+            return
+        for idx, (k, v) in enumerate(segment.layers):
+            self.kv.update(k, v, idx)  # concatenates: the segment's storage is only read
+        self.appended(segment.tokens)
+
+    def rerotate(self, start: int, end: int, delta: int | torch.Tensor, inv_freq: torch.Tensor, layout: str,
+                 *, backend: str = "auto") -> None:
+        """Re-rotate the keys at positions ``[start, end)`` of every layer by ``delta`` (int or
+        integer tensor [end - start]) so that they encode positions ``p + delta``; values are
+        unchanged (``codedec.kernels.rope_patch``)."""
+        if not 0 <= start <= end <= len(self):
+            raise ValueError(f"rerotate({start}, {end}) on a cache of {len(self)} tokens")
+        if end == start:
+            return
+        for layer in self.kv.layers:
+            rope_patch(layer.keys[:, :, start:end, :], delta, inv_freq.to(layer.keys.device), layout, backend=backend)
+
+    def plain_layers(self) -> bool:
+        """True when every layer is a plain ``DynamicLayer`` (no sliding window, no quantization)."""
+        return all(type(layer) is DynamicLayer for layer in self.kv.layers)
+
     def layer_tensors(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(keys, values) per layer, each [1, H_kv, T, D] — views, not copies."""
         return [(layer.keys, layer.values) for layer in self.kv.layers]
-
-    def apply_edit(self, model: Any, new_ids: Sequence[int], preset: dict, **options: Any) -> EditResult:
-        """PIE edit-aware reuse for ``new_ids`` (``codedec.pie.apply_edit``): afterwards the cache
-        holds a prefix of ``new_ids[:-1]`` (all of it unless PIE fell back to the common prefix)."""
-        from codedec.pie import apply_edit  # pie imports this module
-
-        return apply_edit(model, self, new_ids, preset, **options)

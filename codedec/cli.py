@@ -1,6 +1,7 @@
 """``codedec`` command line: ``complete``, ``serve``, ``eval``, ``bench``.
 
-This is a frontend: it parses arguments, loads the model, calls ``codedec.complete`` and converts
+This is a frontend: it parses arguments into ``ServerSettings``, loads the model, completes through
+the same ``CompletionService`` pipeline as the servers (``codedec.complete``) and converts
 every error once, here, into one clear message on stderr and exit code 2 (no traceback for bad
 input: missing file, cursor outside the file, unknown model or decoding component).
 """
@@ -85,54 +86,62 @@ def _load(spec: str):
         raise CliError(str(err)) from None
 
 
+def settings_from_complete_args(args: argparse.Namespace):
+    """The ``codedec complete`` flags as the one settings type every frontend uses."""
+    from codedec.settings import ServerSettings
+
+    given = {
+        "model": args.model, "max_tokens": args.max_tokens, "decoding": args.decoding, "heal": not args.no_heal,
+        "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed,
+        "time_budget_ms": args.max_time_ms, "line_mode": "single" if args.single_line else args.line_mode,
+        "strategy": args.strategy, "max_prompt_tokens": args.max_prompt_tokens,
+    }
+    try:
+        return ServerSettings.from_options(given)
+    except ValueError as err:
+        raise CliError(str(err)) from None
+
+
 def cmd_complete(args: argparse.Namespace) -> int:
     from codedec.complete import complete
-    from codedec.decoding import parse_decoding
     from codedec.engine import Engine
+    from codedec.heuristics import MULTI, NONE, SINGLE, decide_mode
+    from codedec.service import CompletionService
 
     cursor = parse_location(args.location)
     text = read_source(cursor.path)
     prefix, suffix = split_at_cursor(text, cursor.line, cursor.col, str(cursor.path))
-    try:
-        decoding = parse_decoding(args.decoding)
-    except ValueError as err:
-        raise CliError(str(err)) from None
-    loaded = _load(args.model)
-    engine = Engine(loaded)
+    settings = settings_from_complete_args(args)
+    mode = decide_mode(prefix, suffix, settings.line_mode)
+    if mode == NONE:  # asked explicitly: complete anyway, this line only unless forced multi
+        mode = MULTI if settings.line_mode == MULTI else SINGLE
+    loaded = _load(settings.model)
+    service = CompletionService(Engine(loaded), warmup=None)
 
     def stream(delta: str) -> None:
         sys.stdout.write(delta)
         sys.stdout.flush()
 
     try:
-        result = complete(
-            engine,
-            prefix,
-            suffix,
-            max_new_tokens=args.max_tokens,
-            single_line=args.single_line,
-            decoding=decoding,
-            heal=not args.no_heal,
-            temperature=args.temperature,
-            seed=args.seed,
-            max_time_ms=args.max_time_ms,
-            path=str(cursor.path.resolve()),
-            on_delta=None if args.json else stream,
-        )
+        result = complete(service, prefix, suffix, settings=settings, single_line=mode == SINGLE,
+                          path=str(cursor.path.resolve()), doc=str(cursor.path.resolve()),
+                          on_delta=None if args.json else stream)
     except ValueError as err:
         raise CliError(str(err)) from None
+    finally:
+        service.close()
     if args.json:
         out = result.as_dict()
-        out.update(model=loaded.name, decoding=list(decoding), ms_per_token=round(result.ms_per_token, 3))
-        out["tokens"] = len(result.token_ids)
+        out.update(model=loaded.name, decoding=list(settings.decoding), mode=mode, strategy=settings.strategy,
+                   tokens=len(result.token_ids), ms_per_token=round(result.ms_per_token, 3))
         print(json.dumps(out, ensure_ascii=False))
     else:
         sys.stdout.write("\n")
         sys.stdout.flush()
         print(
-            f"-- {len(result.token_ids)} tokens, finish={result.finish_reason}; prompt {result.prompt_tokens} tokens "
-            f"({result.reused_tokens} reused); first token {result.ttft_ms:.0f} ms; "
-            f"{result.ms_per_token:.1f} ms/token; total {result.total_ms:.0f} ms",
+            f"-- {len(result.token_ids)} tokens in {result.forwards} forwards, finish={result.finish_reason}; "
+            f"prompt {result.prompt_tokens} tokens ({result.reused_tokens} reused); first token "
+            f"{result.ttft_ms:.0f} ms; {result.ms_per_token:.1f} ms/token; total {result.total_ms:.0f} ms",
             file=sys.stderr,
         )
     return 0
@@ -159,9 +168,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=64, help="maximum new tokens (default 64)")
     p.add_argument("--decoding", default="", help="comma-separated decoding components (empty = plain)")
     p.add_argument("--single-line", action="store_true", help="stop at the end of the current line")
+    p.add_argument("--line-mode", choices=("auto", "single", "multi"), default="auto",
+                   help="auto (default): single in the middle of a statement, multi on a blank line or after "
+                   "a block opener; a multi-line completion ends where the cursor's block ends")
     p.add_argument("--no-heal", action="store_true", help="turn token healing at the cursor off")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0 = off)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
     p.add_argument("--seed", type=int, default=None, help="seed for sampling")
+    p.add_argument("--strategy", default="plain", help="decoding strategy (plain: one token per forward)")
+    p.add_argument("--max-prompt-tokens", type=int, default=None, help="prompt budget in tokens (default: the preset's)")
     p.add_argument("--max-time-ms", type=float, default=None, help="wall-clock budget for the completion")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
     p.set_defaults(func=cmd_complete)

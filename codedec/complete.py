@@ -1,24 +1,31 @@
-"""One completion from text: prefix/suffix -> prompt -> engine -> ``Completion``.
+"""One completion from text, synchronously: ``complete(service, prefix, suffix, ...) -> Completion``.
 
-The shared path of the CLI (``codedec complete``), the evaluation harness and the server: it turns
-text around a cursor into a prompt (``context.fim``), runs ``Engine.generate`` and collects the
-streamed steps. ``on_delta`` receives each text delta as it is produced (streaming output).
+A convenience over ``CompletionService`` for the CLI (``codedec complete``) and the evaluation
+harness: it builds a ``CompletionRequest`` from the same ``ServerSettings`` the servers use and
+waits for it, so every frontend completes through the one service pipeline (prompt assembly,
+processors, per-document cache and PIE, editor post-processing). ``on_delta`` receives each raw
+text delta as it is produced (streaming output, on the service's worker thread).
 """
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
-from codedec.context.fim import build_prompt
-from codedec.decoding import TextContext, parse_decoding
-from codedec.engine import Engine
-from codedec.sampling import SamplingParams
+from codedec.service import CompletionRequest, CompletionService
+from codedec.settings import ServerSettings
+
+_ids = itertools.count(1)
 
 
 @dataclass
 class Completion:
+    """``text`` is what an editor would show (post-processed); ``raw_text`` as generated.
+    ``forwards``: model forward calls (``len(token_ids) / forwards`` = tokens per forward)."""
+
     text: str
     token_ids: list[int]
     prompt_tokens: int
@@ -27,91 +34,62 @@ class Completion:
     ms_per_token: float
     total_ms: float
     finish_reason: str
+    forwards: int = 0
     heal_text: str = ""
     prompt_mode: str = "prefix"
+    raw_text: str = ""
+    error: str | None = None
+    stats: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def as_dict(self) -> dict:
-        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
-
-
-def text_context(
-    heal_text: str, prefix: str, suffix: str, path: str | None, params: SamplingParams
-) -> TextContext:
-    """The code around the cursor as decoding components see it: the prefix without the healed
-    tail (generation re-creates it), the suffix, the file's path and the generation's limits."""
-    before = prefix[: len(prefix) - len(heal_text)] if heal_text and prefix.endswith(heal_text) else prefix
-    return TextContext(
-        prefix=before,
-        suffix=suffix,
-        path=path,
-        single_line=params.single_line,
-        max_new_tokens=params.max_new_tokens,
-    )
+        d = {k: v for k, v in self.__dict__.items() if k != "stats"}
+        return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in d.items()}
 
 
 def complete(
-    engine: Engine,
+    service: CompletionService,
     prefix: str,
     suffix: str = "",
     *,
-    max_new_tokens: int = 128,
+    settings: ServerSettings | None = None,
     single_line: bool = False,
     stop_strings: Sequence[str] = (),
-    decoding: Sequence[str] | str = (),
-    heal: bool = True,
-    temperature: float = 0.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    seed: int | None = None,
-    max_time_ms: float | None = None,
-    max_prompt_tokens: int | None = None,
+    doc: str = "complete",
+    path: str | None = None,
     cancel: threading.Event | None = None,
     on_delta: Callable[[str], None] | None = None,
-    path: str | None = None,
+    **overrides: Any,
 ) -> Completion:
-    """Complete the text between ``prefix`` and ``suffix`` with ``engine``'s model.
+    """Complete the text between ``prefix`` and ``suffix`` through ``service``.
 
-    ``path`` names the file (decoding components that ask a language server use it).
-
-    Raises ``ValueError`` for bad parameters or unknown decoding components.
+    ``settings`` gives the knobs (default ``ServerSettings()``); ``overrides`` set request fields
+    directly (``max_tokens``, ``decoding``, ``temperature``, ``seed``, ``postprocess``...). ``doc``
+    keys the KV cache (requests with the same key reuse each other's prompt). Raises
+    ``ValueError`` for bad parameters or unknown decoding components (an error result).
     """
-    names = parse_decoding(decoding)
-    params = SamplingParams(
-        max_new_tokens=max_new_tokens,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        seed=seed,
-        stop_strings=tuple(stop_strings),
-        single_line=single_line,
-        max_time_ms=max_time_ms,
+    request = CompletionRequest.from_settings(
+        settings or ServerSettings(), id=next(_ids), doc=doc, prefix=prefix, suffix=suffix,
+        single_line=single_line, stop_strings=tuple(stop_strings), path=path,
+        on_delta=(lambda delta, _text: on_delta(delta)) if on_delta is not None else None, **overrides,
     )
-    prompt = build_prompt(
-        engine.loaded.preset, engine.tokenizer, prefix, suffix, max_tokens=max_prompt_tokens, heal=heal
-    )
-    parts: list[str] = []
-    tokens: list[int] = []
-    last = None
-    text = text_context(prompt.heal_text, prefix, suffix, path, params)
-    for step in engine.generate(
-        prompt.ids, params, decoding=names, heal_text=prompt.heal_text, cancel=cancel, text_context=text
-    ):
-        tokens.extend(step.token_ids)
-        if step.text:
-            parts.append(step.text)
-            if on_delta is not None:
-                on_delta(step.text)
-        last = step
-    m = last.metrics
+    if cancel is not None:
+        request.cancel = cancel
+    result = service.complete(request)
+    if result.error is not None:
+        raise ValueError(result.error)
+    s = result.stats
     return Completion(
-        text="".join(parts),
-        token_ids=tokens,
-        prompt_tokens=m.prompt_tokens,
-        reused_tokens=m.reused_tokens,
-        ttft_ms=m.ttft_ms,
-        ms_per_token=m.ms_per_token,
-        total_ms=m.total_ms,
-        finish_reason=last.finish_reason,
-        heal_text=prompt.heal_text,
-        prompt_mode=prompt.mode,
+        text=result.text,
+        token_ids=result.token_ids,
+        prompt_tokens=s.get("prompt_tokens", 0),
+        reused_tokens=s.get("reused_tokens", 0),
+        ttft_ms=s.get("ttft_ms", 0.0),
+        ms_per_token=s.get("ms_per_token", 0.0),
+        total_ms=s.get("total_ms", 0.0),
+        finish_reason=result.finish_reason,
+        forwards=s.get("forwards", 0),
+        heal_text=s.get("heal_text", ""),
+        prompt_mode=s.get("prompt_mode", "prefix"),
+        raw_text=result.raw_text,
+        stats=s,
     )

@@ -83,6 +83,11 @@ class IncrementalDetokenizer:
         self._pending = b""
         return tail
 
+    def final_text(self) -> str:
+        """``text`` plus the held-back bytes (an unfinished character as U+FFFD), without
+        changing the state: unlike ``flush``, a rollback or a further push stays exact."""
+        return self.text + self._pending.decode("utf-8", errors="replace") if self._pending else self.text
+
     def rollback(self, n: int) -> None:
         """Forget the last ``n`` pushed ids and the text they produced."""
         if n < 0 or n > len(self.ids):

@@ -1,17 +1,24 @@
-"""The token-level engine: ``Engine.generate(prompt_ids, params) -> Iterator[Step]``.
+"""The token-level engine: ``Engine.generate(prompt_ids, params, processors, strategy) -> Iterator[Step]``.
 
-What it is: the decode loop (gpt-fast / nanochat style) over one model and one KV cache. Per
-request it (1) reuses the longest cached prefix of the prompt, (2) prefills the rest, (3) repeats
-processors -> sample -> stop checks -> detokenize -> decode_one, yielding a ``Step`` per token
-with the text it completes. Text is produced by the incremental detokenizer; the engine never sees
-files, cursors or editors (DESIGN §1).
+What it is: the request loop over one model and its KV caches (gpt-fast / nanochat style). Per
+request it (1) picks the session's cache, (2) reuses its longest cached prefix of the prompt (or
+patches it across an edit, PIE), (3) builds a ``DecodeState`` and prefills the rest in chunks,
+(4) calls ``strategy.step(state)`` until the state finishes, yielding a ``Step`` per strategy step
+with the text it completes. The engine speaks token ids only: the caller hands it a ready
+processor chain (grammar, monitor, healing...) and the sampling parameters; it never sees files,
+cursors or editors (DESIGN §1).
+
+Sessions: ``session`` is an opaque key (the service uses one per document); each key has its own
+KV cache, least recently used ones are dropped beyond ``max_sessions``. ``None`` is the default
+session.
 
 What it is not: thread-safe. One engine serves one generation at a time; the server runs it on a
-worker thread and cancels through ``cancel`` (a ``threading.Event``), checked between steps, so a
-cancelled generation stops within one decode step. A generator that is closed or abandoned
-mid-way leaves the cache consistent (every forward is recorded whole).
+worker thread and cancels through ``cancel`` (a ``threading.Event``), checked between steps and
+between prefill chunks, so a cancelled generation stops within one step or one chunk. A generator
+that is closed or abandoned mid-way leaves the cache consistent (every forward is recorded whole).
 
-Finish reasons: ``stop`` (a stop id), ``stop_string``, ``newline`` (single-line mode), ``length``,
+Finish reasons: ``stop`` (a stop id), ``stop_string``, ``newline`` (single-line mode),
+``block_end`` (a line left the cursor's block, ``SamplingParams.block_indent``), ``length``,
 ``time`` (``max_time_ms`` spent), ``cancelled``.
 """
 
@@ -20,17 +27,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections import OrderedDict
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
 
 from codedec.cache import KVCache
-from codedec.decoding import ComponentContext, TextContext, build_processors
-from codedec.detokenize import IncrementalDetokenizer
-from codedec.forward import decode_one, prefill
+from codedec.forward import Interrupted
 from codedec.metrics import RequestMetrics
-from codedec.processors import HealingProcessor, LogitsProcessor, ProcessorChain
-from codedec.sampling import SamplingParams, make_generator, sample
-from codedec.stopping import TextStopper
+from codedec.pie import apply_edit
+from codedec.processors import LogitsProcessor, ProcessorChain
+from codedec.sampling import SamplingParams
+from codedec.state import DecodeState
+from codedec.strategy import PlainStrategy, Strategy
 from codedec.vocab import vocab_for
 
 log = logging.getLogger(__name__)
@@ -42,8 +50,9 @@ class Step:
 
     ``token_ids``: ids accepted in this step (empty only on the final step); ``text``: the
     completion text they make final (may be ``""`` while a character or a possible stop string is
-    held back). ``finish_reason`` is set on the last step only, which also carries the final
-    metrics. ``metrics`` is the request's running ``RequestMetrics`` (same object every step).
+    held back). ``index``: how many tokens were generated before this step. ``finish_reason`` is
+    set on the last step only, which also carries the final metrics. ``metrics`` is the request's
+    running ``RequestMetrics`` (same object every step).
     """
 
     token_ids: list[int]
@@ -55,151 +64,149 @@ class Step:
 
 
 class Engine:
-    """Generates token ids for prompts with one model and a reusable KV cache.
+    """Generates token ids for prompts with one model and per-session reusable KV caches.
 
     ``loaded`` is a ``codedec.loading.LoadedModel`` (model, tokenizer, preset, stop ids).
+    Implements ``codedec.backend.CompletionBackend``.
     """
 
-    def __init__(self, loaded) -> None:
+    def __init__(self, loaded, max_sessions: int = 4) -> None:
         self.loaded = loaded
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
+        self.preset = loaded.preset
+        self.name = getattr(loaded, "name", "model")
         self.vocab = vocab_for(loaded.tokenizer)
         self.stop_ids = tuple(loaded.stop_token_ids)
-        self.cache = KVCache(self.model.config)
+        self.cache = KVCache(self.model.config)  # the default session's
+        self.max_sessions = max(1, max_sessions)
+        self._sessions: OrderedDict[Hashable, KVCache] = OrderedDict()
+        self._sessions_lock = threading.Lock()  # frontends list/drop sessions from other threads
         self._busy = threading.Lock()
 
-    def new_cache(self) -> KVCache:
-        """An empty cache for this model (the server keeps one per document)."""
-        return KVCache(self.model.config)
+    # ---- sessions
+
+    def session_cache(self, session: Hashable | None) -> KVCache:
+        """The cache of ``session`` (created on first use; None = the default cache)."""
+        if session is None:
+            return self.cache
+        with self._sessions_lock:
+            cache = self._sessions.get(session)
+            if cache is None:
+                cache = self._sessions[session] = KVCache(self.model.config)
+                while len(self._sessions) > self.max_sessions:
+                    self._sessions.popitem(last=False)
+            self._sessions.move_to_end(session)
+            return cache
+
+    def sessions(self) -> list[Hashable]:
+        """Session keys with a cache, least recently used first."""
+        with self._sessions_lock:
+            return list(self._sessions)
+
+    def drop_session(self, session: Hashable) -> None:
+        """Forget a session's cache (its document was closed). Unknown keys are ignored; a
+        generation running in it keeps its cache until it ends."""
+        with self._sessions_lock:
+            self._sessions.pop(session, None)
+
+    # ---- generation
 
     def generate(
         self,
         prompt_ids: Sequence[int],
         params: SamplingParams | None = None,
+        processors: ProcessorChain | Sequence[LogitsProcessor] = (),
+        strategy: Strategy | None = None,
         *,
-        decoding: Sequence[str] = (),
-        processors: Sequence[LogitsProcessor] = (),
-        heal_text: str = "",
+        session: Hashable | None = None,
         cancel: threading.Event | None = None,
-        cache: KVCache | None = None,
-        text_context: TextContext | None = None,
         edit_aware: bool = False,
+        cache: KVCache | None = None,
     ) -> Iterator[Step]:
         """Stream the completion of ``prompt_ids`` (see the module docstring for the loop).
 
-        ``decoding`` names registry components (``codedec.decoding``), ``processors`` adds
-        ready-made ones after them. ``heal_text`` is the text the prompt was backed up by (token
-        healing): the first tokens are constrained to re-create it and it is not part of the
-        completion text. ``text_context`` is the text around the cursor, for components that read
-        code (grammar, monitor). ``edit_aware`` reuses the cache across a mid-prompt edit (PIE,
-        ``codedec.pie``): the tokens after the edit keep their keys/values, re-rotated to their new
-        positions, instead of being re-encoded. Raises ``ValueError`` for an empty prompt or
-        unknown component names.
+        ``processors``: a ready chain (or list) applied at every step, in order. ``strategy``:
+        default ``PlainStrategy``. ``edit_aware`` reuses the cache across a mid-prompt edit (PIE,
+        ``codedec.pie``): the tokens after the edit keep their keys/values, re-rotated to their
+        new positions, instead of being re-encoded. ``cache`` overrides the session's cache
+        (benchmarks compare caches side by side). Raises ``ValueError`` for an empty prompt.
         """
         if len(prompt_ids) == 0:
             raise ValueError("the prompt is empty: at least one token id is needed")
         params = params or SamplingParams()
-        chain = ProcessorChain(
-            build_processors(
-                decoding,
-                ComponentContext(self.vocab, self.stop_ids, text_context or TextContext(), self.tokenizer),
-            )
-            + list(processors)
-        )
-        if heal_text:  # first: when masks disagree the chain drops a later one, never healing
-            chain.processors.insert(0, HealingProcessor(self.vocab, heal_text.encode("utf-8")))
+        chain = processors if isinstance(processors, ProcessorChain) else ProcessorChain(list(processors))
         if not self._busy.acquire(blocking=False):
             raise RuntimeError("this engine is already generating; one generation at a time")
         try:
-            cache = cache if cache is not None else self.cache
-            yield from self._loop(list(prompt_ids), params, chain, heal_text, cancel, cache, edit_aware)
+            cache = cache if cache is not None else self.session_cache(session)
+            yield from self._loop(list(prompt_ids), params, chain, strategy or PlainStrategy(), cancel, cache,
+                                  edit_aware)
         finally:
             self._busy.release()
 
-    def _loop(
-        self,
-        prompt_ids: list[int],
-        params: SamplingParams,
-        chain: ProcessorChain,
-        heal_text: str,
-        cancel: threading.Event | None,
-        cache: KVCache,
-        edit_aware: bool,
-    ) -> Iterator[Step]:
+    def _loop(self, prompt_ids: list[int], params: SamplingParams, chain: ProcessorChain, strategy: Strategy,
+              cancel: threading.Event | None, cache: KVCache, edit_aware: bool) -> Iterator[Step]:
         t0 = time.perf_counter()
 
         def elapsed() -> float:
             return (time.perf_counter() - t0) * 1000.0
 
-        metrics = RequestMetrics(prompt_tokens=len(prompt_ids))
-        stop_ids = set(self.stop_ids) | set(params.stop_token_ids)
-        detok = IncrementalDetokenizer(self.vocab)
-        stopper = TextStopper(params.stop_strings, params.single_line)
-        generator = make_generator(params, self.model.device)
-        deadline = params.max_time_ms
+        def should_stop() -> str | None:  # asked between prefill chunks
+            if cancel is not None and cancel.is_set():
+                return "cancelled"
+            if params.max_time_ms is not None and elapsed() >= params.max_time_ms:
+                return "time"
+            return None
 
+        metrics = RequestMetrics(prompt_tokens=len(prompt_ids), strategy=strategy.name)
+        forwards0 = cache.forwards
+        finish: str | None = None
+        state = None
         try:
             edited = 0
             if edit_aware and len(cache):
-                edit = cache.apply_edit(self.model, prompt_ids, self.loaded.preset)
+                edit = apply_edit(self.model, cache, prompt_ids, self.preset, should_stop=should_stop)
                 edited = edit.encoded
                 metrics.edit_encoded, metrics.edit_rotated = edit.encoded, edit.rotated
                 metrics.edit_fallback = edit.fallback_reason
             kept = cache.reuse(prompt_ids)  # cached positions, the edited span included
             metrics.reused_tokens = kept - edited
-            logits = prefill(self.model, cache, prompt_ids[kept:])  # [V]
+            state = DecodeState(self.model, cache, prompt_ids, params, chain, self.vocab, self.stop_ids)
+            state.feed(should_stop)
+        except Interrupted as stop:
+            finish = stop.reason
         except BaseException:
             cache.reset()  # a forward that failed half-way leaves layers of unequal length
             raise
         metrics.prefill_ms = elapsed()
 
-        shown = 0  # characters of the visible completion already streamed
-        finish = "length"
-        index = 0
-        for index in range(params.max_new_tokens):
+        while finish is None and state.finish_reason is None:
             if cancel is not None and cancel.is_set():
                 finish = "cancelled"
                 break
-            if deadline is not None and index > 0 and elapsed() >= deadline:
+            if params.max_time_ms is not None and state.ids and elapsed() >= params.max_time_ms:
                 finish = "time"
                 break
-            row = chain(logits.unsqueeze(0))  # [1, V]
-            token = int(sample(row, params, generator)[0])
-            if index == 0:
+            before = len(state.ids)
+            try:
+                strategy.step(state)
+            except BaseException:
+                cache.reset()
+                raise
+            if before == 0:
                 metrics.ttft_ms = elapsed()
-            if token in stop_ids:
-                finish = "stop"
-                break
-            chain.advance([token])
-            detok.push([token])
-            metrics.new_tokens += 1
-            full = detok.text
-            visible = full[len(heal_text) :] if full.startswith(heal_text) else ""
-            check = stopper.check(visible)
-            delta = visible[shown : check.safe_len]
-            shown = max(shown, check.safe_len)
+            new = state.ids[before:]
+            metrics.new_tokens = len(state.ids)
+            metrics.forwards = cache.forwards - forwards0
             metrics.total_ms = elapsed()
-            yield Step([token], delta, index, metrics.total_ms, metrics)
-            if check.stopped:
-                at_newline = params.single_line and visible[check.safe_len :].startswith("\n")
-                finish = "newline" if at_newline else "stop_string"
-                break
-            if index + 1 < params.max_new_tokens:
-                try:
-                    logits = decode_one(self.model, cache, token)
-                except BaseException:
-                    cache.reset()
-                    raise
-        else:
-            index = params.max_new_tokens
+            if new:
+                yield Step(new, state.take_text(), before, metrics.total_ms, metrics)
 
-        tail = ""
-        if finish not in ("stop_string", "newline"):
-            detok.flush()
-            full = detok.text
-            visible = full[len(heal_text) :] if full.startswith(heal_text) else ""
-            tail = visible[shown:]
+        finish = finish or state.finish_reason
+        tail = state.take_tail() if state is not None else ""
+        metrics.forwards = cache.forwards - forwards0
         metrics.total_ms = elapsed()
         log.debug("generate: %s", metrics.as_dict())
-        yield Step([], tail, index, metrics.total_ms, metrics, finish_reason=finish)
+        yield Step([], tail, len(state.ids) if state is not None else 0, metrics.total_ms, metrics,
+                   finish_reason=finish)

@@ -3,18 +3,23 @@
 Each function appends the given ids to the ``KVCache`` at positions ``len(cache) ..`` and returns
 next-token logits in float32:
 
-- ``prefill(model, cache, ids)``      -> [V]     logits after the last id; long prompts in chunks
+- ``prefill(model, cache, ids)``      -> [V]     logits after the last id; long prompts in chunks,
+  with an optional ``should_stop`` check between chunks (a long prompt is cancellable)
 - ``decode_one(model, cache, token)`` -> [V]     one step of plain decoding
 - ``verify_forward(model, cache, ids)`` -> [P, V] logits after each of P >= 1 ids (row i predicts
-  the token that follows ``ids[i]``): speculation and lookahead score drafts with it.
+  the token that follows ``ids[i]``): a chain draft is scored with it
+- ``tree_forward(model, cache, ids, parents)`` -> [P, V] one forward over a tree of P draft nodes:
+  row i predicts the token after node i's path (speculation verifies a whole tree at once; the
+  caller then keeps the accepted path with ``KVCache.keep``)
 
 Row i of ``verify_forward`` equals what ``decode_one`` would return after feeding ``ids[:i+1]``
 one at a time (up to floating-point reassociation). Nothing here samples or knows about text.
+Every forward adds one to ``cache.forwards`` (the ``forwards`` figure of a completion).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -23,32 +28,65 @@ from codedec.cache import KVCache
 PREFILL_CHUNK = 512  # tokens per forward when encoding a long prompt: bounds activation memory
 
 
-def _forward(model, cache: KVCache, ids: Sequence[int], keep: int) -> torch.Tensor:
-    """Encode ``ids`` after the cache; return logits for the last ``keep`` positions [keep, V]."""
+class Interrupted(Exception):
+    """A prefill stopped between chunks; ``reason`` is what ``should_stop`` returned
+    (``"cancelled"``, ``"time"``). The chunks before it stay in the cache (a later request reuses
+    them)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _forward(model, cache: KVCache, ids: Sequence[int], keep: int, positions: torch.Tensor | None = None,
+             mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Encode ``ids`` after the cache; return logits for the last ``keep`` positions [keep, V].
+
+    ``positions`` [P] default to ``len(cache) + arange(P)``; ``mask`` is a 4-D additive attention
+    mask [1, 1, P, len(cache) + P] (default: causal)."""
     if len(ids) == 0:
         raise ValueError("forward needs at least one token id")
     device = model.device
     start = len(cache)
     input_ids = torch.tensor([list(ids)], dtype=torch.long, device=device)  # [1, P]
-    position_ids = torch.arange(start, start + len(ids), device=device).unsqueeze(0)  # [1, P]
+    if positions is None:
+        positions = torch.arange(start, start + len(ids), device=device)
+    kwargs = {} if mask is None else {"attention_mask": mask}
     out = model(
         input_ids=input_ids,
-        position_ids=position_ids,
+        position_ids=positions.unsqueeze(0),  # [1, P]
         past_key_values=cache.kv,
         use_cache=True,
         logits_to_keep=keep,
+        **kwargs,
     )
+    cache.forwards += 1
     cache.appended(ids)
     return out.logits[0].float()  # [keep, V]
 
 
 @torch.inference_mode()
-def prefill(model, cache: KVCache, ids: Sequence[int], chunk: int = PREFILL_CHUNK) -> torch.Tensor:
-    """Encode a prompt (or the part of it not already cached); return the next-token logits [V]."""
+def prefill(
+    model,
+    cache: KVCache,
+    ids: Sequence[int],
+    chunk: int = PREFILL_CHUNK,
+    should_stop: Callable[[], str | None] | None = None,
+) -> torch.Tensor:
+    """Encode a prompt (or the part of it not already cached); return the next-token logits [V].
+
+    ``should_stop()`` is asked between chunks; a non-None answer raises ``Interrupted`` with it
+    (the cache then holds the chunks encoded so far, a consistent prefix)."""
     if len(ids) == 0:
         raise ValueError("prefill needs at least one token id")
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
     logits = None
     for start in range(0, len(ids), chunk):
+        if start and should_stop is not None:
+            reason = should_stop()
+            if reason is not None:
+                raise Interrupted(reason)
         logits = _forward(model, cache, ids[start : start + chunk], keep=1)
     return logits[-1]
 
@@ -63,3 +101,54 @@ def decode_one(model, cache: KVCache, token: int) -> torch.Tensor:
 def verify_forward(model, cache: KVCache, ids: Sequence[int]) -> torch.Tensor:
     """Feed P >= 1 tokens in one forward; return logits after each of them [P, V]."""
     return _forward(model, cache, ids, keep=len(ids))
+
+
+def tree_depths(parents: Sequence[int]) -> list[int]:
+    """Depth of each node (a root child has depth 0). ``parents[i]`` is -1 (a child of the cached
+    context) or the index of an earlier node; raises ``ValueError`` otherwise."""
+    depths: list[int] = []
+    for i, p in enumerate(parents):
+        p = int(p)
+        if not -1 <= p < i:
+            raise ValueError(f"parents[{i}] = {p}: a parent must be -1 or an earlier node (< {i})")
+        depths.append(0 if p < 0 else depths[p] + 1)
+    return depths
+
+
+def tree_ancestors(parents: Sequence[int]) -> torch.Tensor:
+    """``anc[i, j]`` is True when node j is node i or one of its ancestors. -> bool [P, P]."""
+    n = len(parents)
+    anc = torch.eye(n, dtype=torch.bool)
+    for i, p in enumerate(parents):
+        if p >= 0:
+            anc[i] |= anc[p]
+    return anc
+
+
+@torch.inference_mode()
+def tree_forward(model, cache: KVCache, ids: Sequence[int], parents: Sequence[int]) -> torch.Tensor:
+    """One forward over P draft nodes after the cached context; return logits [P, V].
+
+    1. depth(i) from ``parents`` (``tree_depths``), position of node i = ``len(cache) + depth(i)``;
+    2. mask [1, 1, P, T + P]: every node sees the whole context (T cached positions) and, among
+       the nodes, only itself and its ancestors (``tree_ancestors``);
+    3. one forward; all P nodes are appended to the cache in node order — ``KVCache.keep`` then
+       compacts it to the accepted path, whose keys already sit at their final positions (a path
+       has depths 0, 1, 2, ..., exactly the positions it takes once compacted).
+
+    Row i equals the logits of a sequential decode along node i's path (up to floating-point
+    reassociation; tested to fp32 tolerance).
+    """
+    if len(ids) != len(parents):
+        raise ValueError(f"{len(ids)} ids but {len(parents)} parents")
+    depths = tree_depths(parents)
+    device = model.device
+    start = len(cache)
+    dtype = getattr(model, "dtype", torch.float32)
+    if not dtype.is_floating_point:
+        dtype = torch.float32
+    visible = torch.ones(len(ids), start + len(ids), dtype=torch.bool)  # [P, T + P]
+    visible[:, start:] = tree_ancestors(parents)
+    mask = torch.zeros(visible.shape, dtype=dtype).masked_fill(~visible, torch.finfo(dtype).min)
+    positions = start + torch.tensor(depths, dtype=torch.long, device=device)  # [P]
+    return _forward(model, cache, ids, keep=len(ids), positions=positions, mask=mask[None, None].to(device))

@@ -2,7 +2,8 @@
 
 Terms: *prompt tokens* = ids of the prompt; *reused* = of those, already in the KV cache (not
 re-encoded); *TTFT* = request start to the first generated token being known; *ms per token* =
-decode time after the first token divided by the tokens decoded after it.
+decode time after the first token divided by the tokens decoded after it; *forwards* = model
+forward calls for the request (prefill chunks and PIE's edited span included).
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ class RequestMetrics:
     edit_encoded: int = 0
     edit_rotated: int = 0
     edit_fallback: str | None = None
+    # Model forward calls for this request (prefill chunks and edits included) and the strategy
+    # that chose the tokens: new_tokens / forwards is the tokens per forward.
+    forwards: int = 0
+    strategy: str = "plain"
 
     @property
     def encoded_tokens(self) -> int:

@@ -26,7 +26,7 @@ as one spanning region) nor a scheduler of when to apply it (the service decides
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +35,7 @@ import torch
 
 from codedec.cache import KVCache, common_prefix_len
 from codedec.forward import prefill
-from codedec.kernels.rope_patch import rope_inv_freq, rope_patch
+from codedec.kernels.rope_patch import rope_inv_freq
 from codedec.presets import rope_is_position_linear
 
 log = logging.getLogger(__name__)
@@ -164,25 +164,13 @@ def rotary_spec(model: Any, preset: dict) -> RotarySpec | None:
     return RotarySpec(rope_inv_freq(float(rope.get("theta", 10000.0)), rotary_dim, factor), layout)
 
 
-def _plain_layers(cache: KVCache) -> bool:
-    from transformers.cache_utils import DynamicLayer
-
-    return all(type(layer) is DynamicLayer for layer in cache.kv.layers)
-
-
-@torch.inference_mode()
 def shift_positions(
     cache: KVCache, start: int, end: int, delta: int | torch.Tensor, spec: RotarySpec, *, backend: str = "auto"
 ) -> None:
     """Re-rotate the keys at cache positions ``[start, end)`` of every layer by ``delta`` (int or
     integer tensor [end - start]) so that they encode positions ``p + delta``; values are unchanged."""
-    if not 0 <= start <= end <= len(cache):
-        raise ValueError(f"shift_positions({start}, {end}) on a cache of {len(cache)} tokens")
-    if end == start:
-        return
-    for layer in cache.kv.layers:
-        inv = spec.inv_freq.to(layer.keys.device)
-        rope_patch(layer.keys[:, :, start:end, :], delta, inv, spec.layout, backend=backend)
+    with torch.inference_mode():
+        cache.rerotate(start, end, delta, spec.inv_freq, spec.layout, backend=backend)
 
 
 def _decline(cache: KVCache, new_ids: Sequence[int], reason: str | None, span: EditSpan | None) -> EditResult:
@@ -204,6 +192,7 @@ def apply_edit(
     backend: str = "auto",
     rerotate: bool = True,
     min_anchor: int = MIN_ANCHOR,
+    should_stop: Callable[[], str | None] | None = None,
 ) -> EditResult:
     """Patch ``cache`` (holding old ids, maybe followed by a previous completion) for ``new_ids``.
 
@@ -220,7 +209,8 @@ def apply_edit(
        ``Δ = new_end - old_end`` (skipped when ``Δ = 0`` or ``rerotate=False``: the naive-shift
        baseline of the benchmark, which keeps stale positions).
 
-    A forward that fails half-way resets the cache and re-raises.
+    ``should_stop`` is asked between the edited span's prefill chunks (``forward.prefill``); an
+    ``Interrupted`` edit, like a forward that fails half-way, resets the cache and re-raises.
     """
     if not 0.0 <= max_edit_fraction <= 1.0:
         raise ValueError(f"max_edit_fraction must be in [0, 1], got {max_edit_fraction}")
@@ -235,22 +225,19 @@ def apply_edit(
     spec = rotary_spec(model, preset)
     if spec is None:
         return _decline(cache, new_ids, "rotary frequencies unknown", span)
-    if not _plain_layers(cache):
+    if not cache.plain_layers():
         return _decline(cache, new_ids, "cache layers are not plain DynamicLayer", span)
     if span.size > max_edit_fraction * len(new_ids):
         return _decline(cache, new_ids, f"edit of {span.size} tokens > {max_edit_fraction:.0%} of {len(new_ids)}", span)
 
     n = span.suffix - 1
-    moved = [(layer.keys[:, :, span.old_end : span.old_end + n, :], layer.values[:, :, span.old_end : span.old_end + n, :])
-             for layer in cache.kv.layers]  # views of the old storage: crop slices, update concatenates
+    moved = cache.segment(span.old_end, span.old_end + n)  # views of the old storage, kept by crop
     encoded = span.new_end - span.start
     try:
         cache.crop(span.start)
         if encoded:
-            prefill(model, cache, new_ids[span.start : span.new_end])
-        for idx, (k, v) in enumerate(moved):
-            cache.kv.update(k, v, idx)  # concatenates: the old storage is only read
-        cache.appended(new_ids[span.new_end : span.new_end + n])
+            prefill(model, cache, new_ids[span.start : span.new_end], should_stop=should_stop)
+        cache.extend(moved)
         if rerotate and span.delta:
             shift_positions(cache, span.new_end, span.new_end + n, span.delta, spec, backend=backend)
     except BaseException:

@@ -19,6 +19,10 @@ class SamplingParams:
     ``temperature == 0`` means greedy. ``stop_token_ids`` add to the model's own stop ids.
     ``single_line`` ends the completion at its first newline. ``max_time_ms`` is a wall-clock budget
     measured from the start of the request (like llama.vim's ``t_max_predict_ms``).
+    ``skip_text`` is text the generation first re-creates (token healing backs the prompt up by
+    it): it is not part of the completion, and stop strings and single-line mode apply after it.
+    ``block_indent``: a multi-line completion ends before its first later line indented less than
+    this many columns (the cursor's block ended; ``codedec.stopping``); None = off.
     """
 
     max_new_tokens: int = 64
@@ -30,6 +34,8 @@ class SamplingParams:
     stop_strings: tuple[str, ...] = ()
     single_line: bool = False
     max_time_ms: float | None = None
+    skip_text: str = ""
+    block_indent: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 0:
@@ -50,13 +56,56 @@ class SamplingParams:
         return self.temperature == 0.0
 
 
-def make_generator(params: SamplingParams, device: torch.device | str = "cpu") -> torch.Generator | None:
+class Rng:
+    """A seeded ``torch.Generator`` with the component life cycle (DESIGN §1).
+
+    ``torch`` is the generator handed to sampling. ``mark()`` records its state once per accepted
+    token (the decode state calls it), so ``rollback(n)`` puts it back where it was before the
+    last n tokens were drawn and ``fork()`` gives an independent copy: a rejected draft or a
+    lookahead branch leaves the random stream exactly as if it had never been drawn from.
+    """
+
+    def __init__(self, seed: int, device: torch.device | str = "cpu") -> None:
+        self.seed = seed
+        self.device = device
+        self.torch = torch.Generator(device=device)
+        self.torch.manual_seed(seed)
+        self._marks: list[torch.Tensor] = []
+
+    def mark(self, n: int = 1) -> None:
+        """Record the current state for each of ``n`` tokens just accepted (after their draws)."""
+        state = self.torch.get_state()
+        self._marks.extend([state] * n)
+
+    def rollback(self, n: int) -> None:
+        if not 0 <= n <= len(self._marks):
+            raise ValueError(f"rollback({n}) after {len(self._marks)} marks")
+        if n == 0:
+            return
+        del self._marks[len(self._marks) - n :]
+        if self._marks:
+            self.torch.set_state(self._marks[-1])
+        else:
+            self.torch.manual_seed(self.seed)
+
+    def fork(self) -> Rng:
+        other = Rng.__new__(Rng)
+        other.seed, other.device = self.seed, self.device
+        other.torch = torch.Generator(device=self.device)
+        other.torch.set_state(self.torch.get_state())
+        other._marks = list(self._marks)
+        return other
+
+    def reset(self) -> None:
+        self.torch.manual_seed(self.seed)
+        self._marks = []
+
+
+def make_generator(params: SamplingParams, device: torch.device | str = "cpu") -> Rng | None:
     """A generator seeded from ``params.seed`` (None for greedy: nothing random happens)."""
     if params.greedy:
         return None
-    gen = torch.Generator(device=device)
-    gen.manual_seed(params.seed if params.seed is not None else torch.seed())
-    return gen
+    return Rng(params.seed if params.seed is not None else torch.seed(), device)
 
 
 def filter_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
@@ -78,7 +127,7 @@ def filter_logits(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
     return x
 
 
-def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator | None) -> torch.Tensor:
+def sample(logits: torch.Tensor, params: SamplingParams, generator: Rng | torch.Generator | None) -> torch.Tensor:
     """One token id per row of ``logits`` [P, V] -> [P] (int64).
 
     Greedy takes the argmax (ties go to the lowest id, as ``torch.argmax`` and HF ``generate`` do).
@@ -91,4 +140,6 @@ def sample(logits: torch.Tensor, params: SamplingParams, generator: torch.Genera
     if params.greedy:
         return torch.argmax(logits, dim=-1)
     probs = torch.softmax(filter_logits(logits, params), dim=-1)  # [P, V]
+    if isinstance(generator, Rng):
+        generator = generator.torch
     return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)

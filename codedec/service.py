@@ -1,18 +1,23 @@
-"""The completion service shared by every frontend: documents, KV caches, one engine worker thread.
+"""The completion service: the one pipeline of every frontend (CLI, eval, LSP, websocket).
 
 What it is (DESIGN §1, between the frontends and the engine):
 
-1. ``ServerSettings``: the typed settings of a server, parsed once from the client's options
-   (``initializationOptions`` / ``workspace/didChangeConfiguration`` / CLI flags).
-2. ``DocumentStore``: open documents by URI — text, version, language — with edits applied in
+1. ``DocumentStore``: open documents by URI — text, version, language — with edits applied in
    order (offsets in Python characters; the LSP frontend converts its positions).
-3. ``CompletionService``: a queue and ONE worker thread that owns the engine (the engine is not
-   thread-safe). Requests carry a ``threading.Event``; the engine checks it between decode steps,
-   so a cancelled request stops within one step. A new request for the same document cancels the
-   previous one (supersede). Each document key has its own ``KVCache`` (LRU-bounded), so
-   consecutive requests in one document re-encode only what changed. Text deltas stream through a
-   callback on the worker thread. An exception while generating becomes an empty result with
-   ``finish_reason == "error"`` and a log line; a cancelled request is not an error.
+2. ``CompletionService``: a queue and ONE worker thread that owns the engine (the engine is not
+   thread-safe). Each request goes the same way whatever the frontend: ``codedec.prepare`` (prompt
+   assembly, processors from the text around the cursor, sampling knobs) -> the engine, under the
+   request's document key as its session (per-document KV cache, PIE across edits) -> the editor
+   post-processing (``codedec.postprocess.finalize``). Requests carry a ``threading.Event``; the
+   engine checks it between decode steps and prefill chunks. A new request for the same document
+   cancels the previous one (supersede). Text deltas (raw, as generated) stream through a
+   callback on the worker thread; the result's ``text`` is the finalized one. An exception while
+   generating becomes an empty result with ``finish_reason == "error"`` and a log line; a
+   cancelled request is not an error.
+3. ``complete``: one synchronous completion through the queue (the CLI and eval use it).
+
+The service talks to the engine only through ``codedec.backend.CompletionBackend`` (token ids, an
+opaque session key), so another backend can sit behind it. Settings: ``codedec.settings``.
 
 What it is not: a protocol. URIs are opaque keys here, and nothing below this module sees them.
 """
@@ -23,148 +28,17 @@ import logging
 import queue
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from typing import Any
 
-from codedec.decoding import parse_decoding
-from codedec.presets import DEFAULT_MODEL
+from codedec.settings import LINE_MODES, ServerSettings
+
+__all__ = ["LINE_MODES", "CompletionRequest", "CompletionResult", "CompletionService", "DocumentStore",
+           "ServerSettings", "TextEdit"]
 
 log = logging.getLogger(__name__)
-
-LINE_MODES = ("auto", "single", "multi")
-
-# Client option names (camelCase, as VS Code settings spell them) -> field names.
-_ALIASES = {
-    "maxTokens": "max_tokens",
-    "debounceMs": "debounce_ms",
-    "timeBudgetMs": "time_budget_ms",
-    "enabledLanguages": "languages",
-    "enabled_languages": "languages",
-    "lineMode": "line_mode",
-    "maxPromptTokens": "max_prompt_tokens",
-    "telemetryPath": "telemetry_path",
-}
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    """What a server does for every request; read by the frontends, never mutated (use ``updated``).
-
-    ``languages``: language ids to complete in (empty = all). ``line_mode``: ``auto`` decides single
-    or multi-line from the cursor context, ``single``/``multi`` force one. ``time_budget_ms``:
-    wall-clock budget per completion (None = none). ``telemetry_path``: JSONL log of accept/reject
-    events (None = the default under the codedec cache, ``""`` = off).
-    """
-
-    model: str = DEFAULT_MODEL
-    decoding: tuple[str, ...] = ()
-    max_tokens: int = 64
-    debounce_ms: int = 0
-    time_budget_ms: float | None = 2000.0
-    languages: tuple[str, ...] = ()
-    line_mode: str = "auto"
-    heal: bool = True
-    pie: bool = True
-    max_prompt_tokens: int | None = None
-    telemetry_path: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
-        if self.debounce_ms < 0:
-            raise ValueError(f"debounce_ms must be >= 0, got {self.debounce_ms}")
-        if self.time_budget_ms is not None and self.time_budget_ms <= 0:
-            raise ValueError(f"time_budget_ms must be > 0 (or null for none), got {self.time_budget_ms}")
-        if self.line_mode not in LINE_MODES:
-            raise ValueError(f"line_mode must be one of {LINE_MODES}, got {self.line_mode!r}")
-        if self.max_prompt_tokens is not None and self.max_prompt_tokens < 16:
-            raise ValueError(f"max_prompt_tokens must be >= 16, got {self.max_prompt_tokens}")
-        if not self.model:
-            raise ValueError("model must be a non-empty preset name or path")
-
-    def language_enabled(self, language_id: str) -> bool:
-        return not self.languages or language_id in self.languages
-
-    def updated(self, options: Mapping[str, Any] | None) -> ServerSettings:
-        """These settings with ``options`` applied (see ``from_options``)."""
-        return ServerSettings.from_options(options, base=self)
-
-    @classmethod
-    def from_options(
-        cls, options: Mapping[str, Any] | None, base: ServerSettings | None = None
-    ) -> ServerSettings:
-        """Parse client options into settings, starting from ``base`` (default: the defaults).
-
-        Accepts snake_case or camelCase keys, flat or nested under ``"codedec"`` (the shape
-        ``didChangeConfiguration`` sends). Unknown keys are logged and ignored; a known key with a
-        bad value raises ``ValueError`` naming the key and the value.
-        """
-        base = base or cls()
-        if not options:
-            return base
-        if not isinstance(options, Mapping):
-            raise ValueError(f"settings must be an object, got {type(options).__name__}: {options!r}")
-        if isinstance(options.get("codedec"), Mapping):
-            options = options["codedec"]
-        known = {f.name: f for f in fields(cls)}
-        changes: dict[str, Any] = {}
-        for key, value in options.items():
-            name = _ALIASES.get(key, key)
-            if name not in known:
-                log.warning("ignoring unknown setting %r", key)
-                continue
-            try:
-                changes[name] = _coerce(name, value)
-            except (TypeError, ValueError) as err:
-                raise ValueError(f"setting {key!r}: {err} (got {value!r})") from None
-        return replace(base, **changes)
-
-    def as_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["decoding"] = list(self.decoding)
-        d["languages"] = list(self.languages)
-        return d
-
-
-def _coerce(name: str, value: Any) -> Any:
-    """One option value -> the field's type (strict: ``"12"`` is not an int)."""
-    if name == "decoding":
-        return parse_decoding(value if value is not None else ())
-    if name == "languages":
-        if isinstance(value, str):
-            value = [v for v in value.split(",") if v.strip()]
-        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-            raise TypeError("expected a list of language ids")
-        return tuple(v.strip() for v in value)
-    if name in ("max_tokens", "debounce_ms", "max_prompt_tokens"):
-        if value is None and name == "max_prompt_tokens":
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
-            raise TypeError("expected an integer")
-        return int(value)
-    if name == "time_budget_ms":
-        if value is None or value == 0:
-            return None
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TypeError("expected a number of milliseconds")
-        return float(value)
-    if name in ("heal", "pie"):
-        if not isinstance(value, bool):
-            raise TypeError("expected true or false")
-        return value
-    if name in ("model", "line_mode"):
-        if not isinstance(value, str):
-            raise TypeError("expected a string")
-        return value
-    if name == "telemetry_path":
-        if value is not None and not isinstance(value, str):
-            raise TypeError("expected a path or null")
-        return value
-    raise AssertionError(name)  # every field is handled above
-
 
 # --------------------------------------------------------------------------- documents
 
@@ -237,8 +111,11 @@ class CompletionRequest:
     """One completion: the text around the cursor and how to generate.
 
     ``doc`` keys the KV cache and supersede (one active request per key); ``path`` names the file
-    for decoding components that read code (``None`` when unknown). ``on_delta(delta, text)``
-    is called on the worker thread with each new piece and the text so far.
+    for decoding components that read code (``None`` when unknown). ``single_line``: the frontend's
+    decision (``codedec.heuristics.decide_mode``); a multi-line completion ends where the cursor's
+    block ends. ``postprocess``: apply the editor post-processing to the final text.
+    ``on_delta(delta, text)`` is called on the worker thread with each new (raw) piece and the raw
+    text so far.
     """
 
     id: str | int
@@ -252,7 +129,12 @@ class CompletionRequest:
     heal: bool = True
     pie: bool = True
     temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
     seed: int | None = None
+    strategy: str = "plain"
+    stop_strings: tuple[str, ...] = ()
+    postprocess: bool = True
     max_prompt_tokens: int | None = None
     path: str | None = None
     on_delta: Callable[[str, str], None] | None = None
@@ -270,6 +152,11 @@ class CompletionRequest:
             heal=settings.heal,
             pie=settings.pie,
             max_prompt_tokens=settings.max_prompt_tokens,
+            temperature=settings.temperature,
+            top_k=settings.top_k,
+            top_p=settings.top_p,
+            seed=settings.seed,
+            strategy=settings.strategy,
         )
         base.update(kw)
         return cls(**base)
@@ -277,17 +164,21 @@ class CompletionRequest:
 
 @dataclass
 class CompletionResult:
-    """``finish_reason``: the engine's (``stop``, ``length``, ``newline``, ``time``...), or
-    ``cancelled`` (superseded, cancelled before or while running) or ``error`` (``error`` says why;
-    ``text`` is then empty). ``stats``: timings in ms (``queue_ms``, ``prompt_ms``, ``ttft_ms``,
-    ``first_text_ms`` — engine time to the first visible text —, ``total_ms``, ``service_ms``) and
-    token counts."""
+    """``text``: the completion to show (post-processed unless the request said not to);
+    ``raw_text``: as generated. ``finish_reason``: the engine's (``stop``, ``length``, ``newline``,
+    ``block_end``, ``time``...), or ``cancelled`` (superseded, cancelled before or while running)
+    or ``error`` (``error`` says why; ``text`` is then empty). ``stats``: timings in ms
+    (``queue_ms``, ``prompt_ms``, ``ttft_ms``, ``first_text_ms`` — engine time to the first visible
+    text —, ``total_ms``, ``service_ms``), token counts (``new_tokens``, ``forwards``: model
+    forward calls) and the prompt's ``prompt_mode``/``heal_text``."""
 
     id: str | int
     text: str
     finish_reason: str
     error: str | None = None
     stats: dict[str, Any] = field(default_factory=dict)
+    raw_text: str = ""
+    token_ids: list[int] = field(default_factory=list)
 
     @property
     def cancelled(self) -> bool:
@@ -302,7 +193,8 @@ class CompletionService:
 
     Pass a ready ``engine`` or a ``loader`` (called once, on the worker thread, so a slow model
     load never blocks the caller; requests submitted meanwhile wait in the queue).
-    ``max_cached_documents`` bounds the per-document KV caches (least recently used go first).
+    ``max_cached_documents`` bounds the per-document KV caches (the engine's sessions; least
+    recently used go first).
     ``warmup``: after a ``loader`` load, and before ``ready`` is set, one 4-token completion with
     these decoding components runs (first-call costs — torch kernels, the grammar's vocabulary
     tables — then stay out of the user's first request); ``None`` skips it. ``monitor`` is left
@@ -327,7 +219,8 @@ class CompletionService:
         self._warmup = warmup
         self.warmup_ms: float | None = None
         self._max_cached = max(1, max_cached_documents)
-        self._caches: OrderedDict[str, Any] = OrderedDict()
+        if engine is not None:
+            engine.max_sessions = self._max_cached
         self._active: dict[str, CompletionRequest] = {}
         self._lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue()
@@ -362,16 +255,20 @@ class CompletionService:
     def forget_document(self, doc: str) -> None:
         """Cancel its request and drop its KV cache (the document was closed)."""
         self.cancel_document(doc)
-        with self._lock:
-            self._caches.pop(doc, None)
+        if self.engine is not None:
+            self.engine.drop_session(doc)
 
     def wait_ready(self, timeout: float | None = None) -> bool:
         """Block until the model is loaded (or failed to load: see ``load_error``)."""
         return self.ready.wait(timeout)
 
     def cached_documents(self) -> list[str]:
-        with self._lock:
-            return list(self._caches)
+        """Document keys whose KV cache the engine keeps, least recently used first."""
+        return list(self.engine.sessions()) if self.engine is not None else []
+
+    def complete(self, request: CompletionRequest, timeout: float | None = None) -> CompletionResult:
+        """Submit ``request`` and wait for its result (the CLI and eval path)."""
+        return self.submit(request).result(timeout)
 
     def close(self, timeout: float = 5.0) -> None:
         """Cancel everything, stop the worker and wait for it (at most ``timeout`` seconds)."""
@@ -389,6 +286,7 @@ class CompletionService:
         if self._loader is not None:
             try:
                 self.engine = self._loader()
+                self.engine.max_sessions = self._max_cached
             except BaseException as err:  # noqa: BLE001 - a failed load must not kill the worker
                 self.load_error = f"the model could not be loaded: {err}"
                 log.error("%s", self.load_error, exc_info=not isinstance(err, Exception) or None)
@@ -420,8 +318,7 @@ class CompletionService:
         request = CompletionRequest(id="warmup", doc=doc, prefix="def add(a, b):\n    return", suffix="\n",
                                     max_tokens=4, decoding=tuple(d for d in decoding if d != "monitor"))
         result = self._serve(request)
-        with self._lock:
-            self._caches.pop(doc, None)
+        self.engine.drop_session(doc)
         self.warmup_ms = (time.perf_counter() - t0) * 1000.0
         if result.error is not None:
             log.warning("warm-up completion failed (requests will still be served): %s", result.error)
@@ -448,54 +345,30 @@ class CompletionService:
         finally:
             self._release(request)
 
-    def _cache_for(self, doc: str) -> Any:
-        with self._lock:
-            cache = self._caches.get(doc)
-            if cache is None:
-                cache = self._caches[doc] = self.engine.new_cache()
-                while len(self._caches) > self._max_cached:
-                    self._caches.popitem(last=False)
-            self._caches.move_to_end(doc)
-            return cache
-
     def _generate(self, request: CompletionRequest, queue_ms: float) -> CompletionResult:
-        from codedec.complete import text_context
-        from codedec.context.fim import build_prompt
-        from codedec.sampling import SamplingParams
+        from codedec.postprocess import finalize
+        from codedec.prepare import prepare
+        from codedec.strategy import make_strategy
 
         engine = self.engine
         t0 = time.perf_counter()
-        prompt = build_prompt(
-            engine.loaded.preset,
-            engine.tokenizer,
-            request.prefix,
-            request.suffix,
-            max_tokens=request.max_prompt_tokens,
-            heal=request.heal,
+        prepared = prepare(
+            engine, request.prefix, request.suffix,
+            max_tokens=request.max_tokens, single_line=request.single_line, stop_strings=request.stop_strings,
+            decoding=request.decoding, heal=request.heal, temperature=request.temperature, top_k=request.top_k,
+            top_p=request.top_p, seed=request.seed, time_budget_ms=request.time_budget_ms,
+            max_prompt_tokens=request.max_prompt_tokens, path=request.path,
         )
-        params = SamplingParams(
-            max_new_tokens=request.max_tokens,
-            temperature=request.temperature,
-            seed=request.seed,
-            single_line=request.single_line,
-            max_time_ms=request.time_budget_ms,
-        )
+        strategy = make_strategy(request.strategy)
         prompt_ms = (time.perf_counter() - t0) * 1000.0
         text = ""
+        tokens: list[int] = []
         first_text_ms: float | None = None
         last = None
-        cache = self._cache_for(request.doc)
-        for step in engine.generate(
-            prompt.ids,
-            params,
-            decoding=request.decoding,
-            heal_text=prompt.heal_text,
-            cancel=request.cancel,
-            cache=cache,
-            edit_aware=request.pie,
-            text_context=text_context(prompt.heal_text, request.prefix, request.suffix, request.path, params),
-        ):
+        for step in engine.generate(prepared.prompt_ids, prepared.params, prepared.chain, strategy,
+                                    session=request.doc, cancel=request.cancel, edit_aware=request.pie):
             last = step
+            tokens.extend(step.token_ids)
             if not step.text:
                 continue
             text += step.text
@@ -516,12 +389,19 @@ class CompletionService:
             "edit_rotated": m.edit_rotated,
             "edit_fallback": m.edit_fallback,
             "new_tokens": m.new_tokens,
+            "forwards": m.forwards,
+            "strategy": m.strategy,
             "prefill_ms": m.prefill_ms,
             "ttft_ms": m.ttft_ms,
             "first_text_ms": first_text_ms,
             "total_ms": m.total_ms,
             "ms_per_token": m.ms_per_token,
+            "prompt_mode": prepared.prompt_mode,
+            "heal_text": prepared.heal_text,
             "service_ms": (time.perf_counter() - request.submitted) * 1000.0,
         }
         stats = {k: round(v, 3) if isinstance(v, float) else v for k, v in stats.items()}
-        return CompletionResult(request.id, text, last.finish_reason, stats=stats)
+        final = text
+        if request.postprocess and last.finish_reason != "cancelled":
+            final = finalize(text, request.prefix, request.suffix, "single" if request.single_line else "multi")
+        return CompletionResult(request.id, final, last.finish_reason, stats=stats, raw_text=text, token_ids=tokens)

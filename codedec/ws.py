@@ -7,10 +7,13 @@ Protocol (one JSON object per text message):
   code points, 0 <= cursor <= len(text)). ``id`` (string or integer) is the client's. ``path`` keys
   the KV cache and supersede: a new request for the same path cancels the previous one. Options
   (all optional): ``max_tokens``, ``single_line``, ``time_budget_ms``, ``decoding`` (list or
-  ``"a,b"``), ``heal``, ``temperature``, ``seed``.
-- server -> client ``{"type": "delta", "id": ID, "text": STR}`` for each new piece, then exactly one
-  ``{"type": "done", "id": ID, "text": FULL, "stats": {...}}`` (``stats.finish_reason`` is
-  ``cancelled`` after a cancel) or ``{"type": "error", "id": ID, "error": STR}``.
+  ``"a,b"``), ``heal``, ``temperature``, ``top_k``, ``top_p``, ``seed``, ``strategy`` — the fields of
+  ``codedec.settings.ServerSettings``, so the same knobs as the CLI and the LSP settings.
+- server -> client ``{"type": "delta", "id": ID, "text": STR}`` for each new piece (raw, as
+  generated), then exactly one ``{"type": "done", "id": ID, "text": FULL, "stats": {...}}`` — FULL
+  post-processed as in the editors (``codedec.postprocess``), ``stats.raw_text`` as generated,
+  ``stats.new_tokens`` / ``stats.forwards`` (model forward calls), ``stats.finish_reason``
+  (``cancelled`` after a cancel) — or ``{"type": "error", "id": ID, "error": STR}``.
 - client -> server ``{"type": "cancel", "id": ID}`` stops that request within one decode step
   (unknown ids are ignored: the request may just have finished).
 - Malformed JSON, a non-object, an unknown ``type``, bad fields or a message over
@@ -20,8 +23,8 @@ Protocol (one JSON object per text message):
 Security: binds 127.0.0.1 by default; a non-loopback bind needs a token, which clients present as
 ``Authorization: Bearer TOKEN`` or ``?token=TOKEN`` (otherwise HTTP 401 at the handshake).
 
-What it is not: post-processing. The text is the model's, as generated (the LSP server adds the
-editor heuristics); nothing here decides single vs multi-line for the client.
+What it is not: an editor. Nothing here decides single vs multi-line for the client
+(``single_line`` says it; a multi-line completion ends where the cursor's block ends).
 """
 
 from __future__ import annotations
@@ -49,7 +52,8 @@ log = logging.getLogger(__name__)
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 MAX_MESSAGE_BYTES = 1 << 20
-_OPTION_FIELDS = {"max_tokens", "time_budget_ms", "decoding", "heal"}
+_OPTION_FIELDS = {"max_tokens", "time_budget_ms", "decoding", "heal", "temperature", "top_k", "top_p", "seed",
+                  "strategy"}
 
 
 def is_loopback(host: str) -> bool:
@@ -187,7 +191,7 @@ class WebsocketAPI:
         options = msg.get("options") or {}
         if not isinstance(options, dict):
             raise _BadRequest("'options' must be an object")
-        unknown = set(options) - _OPTION_FIELDS - {"single_line", "temperature", "seed"}
+        unknown = set(options) - _OPTION_FIELDS - {"single_line"}
         if unknown:
             raise _BadRequest(f"unknown option(s) {sorted(unknown)}")
         try:
@@ -195,14 +199,8 @@ class WebsocketAPI:
         except ValueError as err:
             raise _BadRequest(str(err)) from None
         single_line = options.get("single_line", False)
-        temperature = options.get("temperature", 0.0)
-        seed = options.get("seed")
         if not isinstance(single_line, bool):
             raise _BadRequest("'single_line' must be true or false")
-        if isinstance(temperature, bool) or not isinstance(temperature, int | float) or temperature < 0:
-            raise _BadRequest(f"'temperature' must be a number >= 0, got {temperature!r}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise _BadRequest(f"'seed' must be an integer, got {seed!r}")
 
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
@@ -214,8 +212,6 @@ class WebsocketAPI:
             suffix=text[cursor:],
             path=path or None,
             single_line=single_line,
-            temperature=float(temperature),
-            seed=seed,
             on_delta=lambda delta, _text: loop.call_soon_threadsafe(queue.put_nowait, delta),
         )
         active[req_id] = request
@@ -236,7 +232,7 @@ class WebsocketAPI:
             log.warning("websocket completion %r failed: %s", request.id, result.error)
             await self._send(ws, _error(request.id, result.error))
         else:
-            stats = dict(result.stats, finish_reason=result.finish_reason)
+            stats = dict(result.stats, finish_reason=result.finish_reason, raw_text=result.raw_text)
             await self._send(ws, {"type": "done", "id": request.id, "text": result.text, "stats": stats})
 
     @staticmethod

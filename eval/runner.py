@@ -154,10 +154,15 @@ def run_eval(task: Task, engine: Any, configs: Sequence[RunConfig], settings: Ru
              *, progress: bool = True, console: Any = None, plot: bool = True) -> dict[str, Any]:
     """Generate, score and summarize ``task`` under every configuration (see the module docstring).
 
-    ``engine`` is a ``codedec.engine.Engine``. Returns the summary dict written to
-    ``summary.json``. Raises ValueError for bad settings or unknown decoding components.
+    ``engine`` is a ``codedec.engine.Engine``; completions go through the service pipeline the
+    editors use (``codedec.complete``: prompt assembly, per-document cache and PIE — the document
+    key is the sample's file, else the task —, editor post-processing, single-line mode for
+    single-line tasks). Returns the summary dict written to ``summary.json``. Raises ValueError
+    for bad settings or unknown decoding components.
     """
     from codedec.complete import complete
+    from codedec.service import CompletionService
+    from codedec.settings import ServerSettings
 
     if settings.n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {settings.n_samples}")
@@ -180,23 +185,26 @@ def run_eval(task: Task, engine: Any, configs: Sequence[RunConfig], settings: Ru
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(pending), disable=not progress, unit="sample",
                desc=f"{task.name} [{model}]", dynamic_ncols=True)
     warmed: set[RunConfig] = set()
+    service = CompletionService(engine, warmup=None)
     with open(samples_path, "a", encoding="utf-8") as sink, bar:
         if sink.tell() > 0 and not _ends_with_newline(samples_path):
             sink.write("\n")  # close a torn line so the next row starts clean
         for config, sample, repeat in pending:
             bar.set_postfix_str(config.label, refresh=False)
+            knobs = ServerSettings(decoding=config.decoding, heal=config.heal, max_tokens=max_new,
+                                   temperature=settings.temperature, time_budget_ms=settings.max_time_ms,
+                                   max_prompt_tokens=max_prompt, seed=_seed(settings, sample.task_id, repeat))
             if config not in warmed:  # one-time costs (processor tables, lazy inits) stay out of p95
-                complete(engine, WARMUP_PROMPT, max_new_tokens=4, decoding=config.decoding, heal=config.heal)
+                complete(service, WARMUP_PROMPT, settings=knobs, max_tokens=4, doc="\0warmup")
                 warmed.add(config)
-            completion = complete(
-                engine, sample.prefix, sample.suffix, max_new_tokens=max_new, single_line=task.single_line,
-                stop_strings=task.stop_strings, decoding=config.decoding, heal=config.heal,
-                temperature=settings.temperature, seed=_seed(settings, sample.task_id, repeat),
-                max_time_ms=settings.max_time_ms, max_prompt_tokens=max_prompt, path=sample.path)
+            completion = complete(service, sample.prefix, sample.suffix, settings=knobs,
+                                  single_line=task.single_line, stop_strings=task.stop_strings,
+                                  path=sample.path, doc=sample.path or task.name)
             row = {
                 "fingerprint": prints[config], "config": config.label, "task_id": sample.task_id,
                 "repeat": repeat, **sample.meta, "completion": completion.text,
-                "new_tokens": len(completion.token_ids), "prompt_tokens": completion.prompt_tokens,
+                "new_tokens": len(completion.token_ids), "forwards": completion.forwards,
+                "prompt_tokens": completion.prompt_tokens,
                 "reused_tokens": completion.reused_tokens, "ttft_ms": completion.ttft_ms,
                 "total_ms": completion.total_ms, "ms_per_token": completion.ms_per_token,
                 "finish_reason": completion.finish_reason, **task.score(sample, completion.text),
@@ -204,6 +212,7 @@ def run_eval(task: Task, engine: Any, configs: Sequence[RunConfig], settings: Ru
             sink.write(json.dumps(row, ensure_ascii=False) + "\n")
             sink.flush()
             bar.update(1)
+    service.close()
     summary = summarize(task, model, settings, configs, prints, read_rows(samples_path), {s.task_id for s in samples})
     (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, default=_json_default))
     from codedec_eval.report import plot_quality_vs_latency, render_table

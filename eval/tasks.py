@@ -164,6 +164,7 @@ class RepoBenchTask(Task):
     name = "repobench"
     primary = "es"
     max_new_tokens = 64
+    single_line = True  # only the next line is scored: generate that line, not 64 tokens
 
     def __init__(self, records: Sequence[RepoBenchRecord], *, count_tokens: Callable[[str], int] | None = None,
                  max_prompt_tokens: int | None = None, repo_root: Path | None = None) -> None:

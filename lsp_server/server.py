@@ -1,8 +1,8 @@
 """The codedec language server (pygls 2): inline completion and completion over a CompletionService.
 
 Protocol only (DESIGN §1): documents, settings, streaming and cancellation live in
-``codedec.service``; when and how much to complete in ``heuristics``; cleaning the text in
-``postprocess``; typed-ahead reuse in ``result_cache``. What this module adds:
+``codedec.service`` (which also cleans the text, ``codedec.postprocess``); when and how much to
+complete in ``codedec.heuristics``; typed-ahead reuse in ``result_cache``. What this module adds:
 
 - incremental document sync into the service's ``DocumentStore`` (positions converted in the
   negotiated encoding); a change cancels the document's running request (its context is stale);
@@ -43,9 +43,8 @@ from pygls.protocol import LanguageServerProtocol
 
 from codedec import __version__
 from codedec.service import CompletionRequest, CompletionService, ServerSettings, TextEdit
-from lsp_server.heuristics import NONE, SINGLE, decide_mode, word_before
+from codedec.heuristics import NONE, SINGLE, decide_mode, word_before
 from lsp_server.positions import UTF16, offset_at, units
-from lsp_server.postprocess import finalize
 from lsp_server.result_cache import ResultCache
 from lsp_server.telemetry import TelemetryLog, resolve_path
 
@@ -285,7 +284,7 @@ class CodedecServer(LanguageServer):
         if result.error is not None:
             self.client_log(types.MessageType.Warning, f"completion failed: {result.error}")
             return Completed("", prefix, mode)
-        text = "" if result.cancelled else finalize(result.text, prefix, suffix, mode)
+        text = "" if result.cancelled else result.text  # post-processed by the service
         if text:
             self.results.put(prefix, suffix, text)
         logged(

@@ -86,7 +86,7 @@ def test_json_output_on_tiny_random(capsys, pyfile):
 
 def test_streaming_output_on_tiny_random(capsys, pyfile):
     code, out, err = run_cli(capsys, "complete", f"{pyfile}:3:1", "--model", "tiny-random", "--max-tokens", "3")
-    assert code == 0 and "tokens, finish=" in err
+    assert code == 0 and "forwards, finish=" in err
 
 
 def test_help_lists_subcommands():

@@ -136,9 +136,11 @@ def test_empty_prompt_is_an_error(tiny):
         next(Engine(tiny).generate([], SamplingParams()))
 
 
-def test_unknown_decoding_component_is_an_error(tiny):
-    with pytest.raises(ValueError, match="unknown decoding component"):
-        next(Engine(tiny).generate([1, 2], SamplingParams(), decoding=("bogus",)))
+def test_the_engine_takes_token_ids_and_a_ready_chain_only():
+    import inspect
+
+    params = set(inspect.signature(Engine.generate).parameters)
+    assert not params & {"decoding", "heal_text", "text_context"}
 
 
 def test_one_generation_at_a_time(tiny):
@@ -167,7 +169,7 @@ def test_abandoned_generation_leaves_cache_consistent(tiny):
 def test_healing_strips_the_healed_text(scripted):
     # The prompt was backed up by "ret"; the model re-creates it and continues.
     loaded, ids = scripted(["return", " x"])
-    steps = list(Engine(loaded).generate(ids, SamplingParams(max_new_tokens=20), heal_text="ret"))
+    steps = list(Engine(loaded).generate(ids, SamplingParams(max_new_tokens=20, skip_text="ret")))
     assert "".join(s.text for s in steps) == "urn x"
 
 

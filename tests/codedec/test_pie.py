@@ -159,10 +159,25 @@ def test_engine_reuses_the_whole_patched_cache(tiny):
     engine = Engine(tiny)
     cache = engine.cache  # (an empty cache passed as cache= is falsy: generate would use engine.cache anyway)
     list(engine.generate(old, SamplingParams(max_new_tokens=4), cache=cache))  # cache = old + its completion
-    result = cache.apply_edit(tiny.model, new, tiny.preset)  # the KVCache method delegates to pie
+    result = apply_edit(tiny.model, cache, new, tiny.preset)
     assert result.fallback_reason is None and result.rotated > 0
     steps = list(engine.generate(new, SamplingParams(max_new_tokens=2), cache=cache))
     assert steps[-1].metrics.reused_tokens == len(new) - 1
+
+
+def test_only_the_cache_touches_layer_tensors():
+    """PIE asks the cache for ranges (segment / extend / rerotate); cache.py never imports pie."""
+    import ast
+    import inspect
+
+    import codedec.cache
+    import codedec.pie
+
+    pie_src = inspect.getsource(codedec.pie)
+    assert ".layers" not in pie_src and ".kv." not in pie_src and "layer.keys" not in pie_src
+    imported = {n.module for n in ast.walk(ast.parse(inspect.getsource(codedec.cache)))
+                if isinstance(n, ast.ImportFrom)}
+    assert "codedec.pie" not in imported
 
 
 def test_edit_at_the_start_with_nothing_inserted(tiny):

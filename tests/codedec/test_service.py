@@ -250,15 +250,19 @@ def test_from_settings_takes_the_generation_knobs():
     )
 
 
-def test_text_reading_components_get_the_code_around_the_cursor(tiny):
+def test_text_reading_components_get_the_code_around_the_cursor(tiny, monkeypatch):
+    """The service (and only it) builds the processors from the text around the cursor."""
+    import codedec.prepare
+
     seen = {}
+    real = codedec.prepare.build_processors
 
-    class Recording(Engine):
-        def generate(self, prompt_ids, params=None, *, text_context=None, **kw):
-            seen["text"] = text_context
-            yield from super().generate(prompt_ids, params, **kw)
+    def recording(names, ctx):
+        seen["text"] = ctx.text
+        return real(names, ctx)
 
-    svc = CompletionService(Recording(tiny))
+    monkeypatch.setattr(codedec.prepare, "build_processors", recording)
+    svc = CompletionService(Engine(tiny))
     try:
         r = svc.submit(req(1, suffix="\nprint(main())\n", path="/src/a.py")).result(TIMEOUT)
         assert r.error is None

@@ -16,8 +16,8 @@ from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 from codedec.engine import Engine
 from codedec.service import CompletionRequest, CompletionService, ServerSettings
-from lsp_server.heuristics import SINGLE, decide_mode
-from lsp_server.postprocess import finalize
+from codedec.heuristics import SINGLE, decide_mode
+from codedec.postprocess import finalize
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 

@@ -20,8 +20,8 @@ from lsp_helpers import SERVER_ENV
 
 from codedec.engine import Engine
 from codedec.service import CompletionRequest, CompletionService, ServerSettings
-from lsp_server.heuristics import SINGLE, decide_mode
-from lsp_server.postprocess import finalize
+from codedec.heuristics import SINGLE, decide_mode
+from codedec.postprocess import finalize
 
 NVIM = Path(sys.executable).parent / "nvim"
 SOURCE = "def add(a, b):\n    \n"  # the cursor goes to line 1 (0-based), column 4

@@ -172,15 +172,13 @@ def test_tiny_model_output_stays_valid_python(tiny):
     import tree_sitter
     import tree_sitter_python
 
+    from codedec.prepare import prepare
+
     engine = Engine(tiny)
     prefix = "def f(x):\n"
-    text = TextContext(prefix=prefix, suffix="")
-    steps = list(engine.generate(
-        tiny.tokenizer.encode(prefix, add_special_tokens=False),
-        SamplingParams(max_new_tokens=48, temperature=1.0, seed=3),
-        decoding=["grammar"],
-        text_context=text,
-    ))
+    prepared = prepare(engine, prefix, "", max_tokens=48, temperature=1.0, seed=3, decoding=["grammar"],
+                       heal=False, block_end=False)
+    steps = list(engine.generate(prepared.prompt_ids, prepared.params, prepared.chain))
     out = "".join(s.text for s in steps)
     complete_lines = out[: out.rfind("\n") + 1]
     parser = tree_sitter.Parser(tree_sitter.Language(tree_sitter_python.language()))

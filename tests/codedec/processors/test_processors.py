@@ -108,8 +108,8 @@ def test_generate_keeps_healing_when_a_component_disagrees(tiny):
     vocab = vocab_for(tiny.tokenizer)
     letters = [i for i, b in enumerate(vocab.token_bytes) if b.isalpha() and i not in vocab.special]
     ids = tiny.tokenizer.encode("x = 1", add_special_tokens=False)
-    steps = list(engine.generate(ids, SamplingParams(max_new_tokens=4), processors=[OnlyTokens(letters)],
-                                 heal_text="\n"))
+    chain = [HealingProcessor(vocab, b"\n"), OnlyTokens(letters)]  # as codedec.prepare orders them
+    steps = list(engine.generate(ids, SamplingParams(max_new_tokens=4, skip_text="\n"), chain))
     first = steps[0].token_ids[0]
     assert vocab.token_bytes[first].startswith(b"\n")  # healing won the first token
     assert all(vocab.token_bytes[t].isalpha() for s in steps[1:] for t in s.token_ids)  # then the mask

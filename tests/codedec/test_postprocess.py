@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from lsp_server.heuristics import MULTI, SINGLE
-from lsp_server.postprocess import (
+from codedec.heuristics import MULTI, SINGLE
+from codedec.postprocess import (
     detect_indent_unit,
     finalize,
     first_unmatched_closer,

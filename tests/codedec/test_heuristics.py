@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from lsp_server.heuristics import MULTI, NONE, SINGLE, decide_mode, line_prefix, line_suffix, word_before
+from codedec.heuristics import MULTI, NONE, SINGLE, decide_mode, line_prefix, line_suffix, word_before
 
 
 def split(text: str) -> tuple[str, str]:

@@ -17,7 +17,7 @@ Pure functions; ``finalize`` applies them in this order:
 
 from __future__ import annotations
 
-from lsp_server.heuristics import BLOCK_OPENERS, SINGLE, line_prefix, line_suffix
+from codedec.heuristics import BLOCK_OPENERS, SINGLE, line_prefix, line_suffix
 
 CLOSERS = {")": "(", "]": "[", "}": "{"}
 QUOTES = "\"'`"

@@ -69,3 +69,22 @@ def decide_mode(prefix: str, suffix: str, line_mode: str = "auto") -> str:
     if before.rstrip().endswith(BLOCK_OPENERS) and before == before.rstrip():
         return MULTI
     return SINGLE
+
+
+def block_floor(prefix: str, tab_width: int = 4) -> int:
+    """The indentation (columns) below which a multi-line completion at the end of ``prefix`` has
+    left the cursor's block: the indentation of the cursor's line when it has text before the
+    cursor, else of the last non-blank line above — plus one level when that line opens a block
+    (``def f(x):``). 0 at the top level (nothing ends the completion early)."""
+    before = line_prefix(prefix)
+    ref = before
+    if not before.strip():
+        above = [ln for ln in prefix[: len(prefix) - len(before)].split("\n") if ln.strip()]
+        if not above:
+            return 0
+        ref = above[-1]
+    lead = ref[: len(ref) - len(ref.lstrip(" \t"))]
+    width = len(lead.expandtabs(tab_width))
+    if ref.rstrip().endswith(BLOCK_OPENERS):
+        width += tab_width
+    return width

@@ -1,0 +1,94 @@
+"""Text around a cursor -> what the engine runs: prompt ids, sampling parameters, processor chain.
+
+What it is: the only place where editor text becomes engine input (DESIGN §1: the engine speaks
+token ids). ``prepare`` (1) assembles the prompt (``context.fim``: budget, FIM layout, token
+healing), (2) turns the knobs into ``SamplingParams`` — single-line mode, or for a multi-line
+completion the indentation below which it has left the cursor's block (``heuristics.block_floor``),
+the healed text to skip — and (3) builds the processor chain from the decoding component names
+with the text around the cursor (grammar, monitor and rpg read it), token healing first.
+
+What it is not: the request queue (``codedec.service``) or the post-processing of the text
+(``codedec.postprocess``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from codedec.context.fim import build_prompt
+from codedec.decoding import ComponentContext, TextContext, build_processors, parse_decoding
+from codedec.heuristics import block_floor
+from codedec.processors import HealingProcessor, ProcessorChain
+from codedec.sampling import SamplingParams
+
+
+@dataclass
+class Prepared:
+    """Engine input for one completion. ``heal_text``: the prompt's backed-up tail (the completion
+    starts by re-creating it; ``params.skip_text``); ``prompt_mode``: ``psm``/``spm``/``prefix``."""
+
+    prompt_ids: list[int]
+    params: SamplingParams
+    chain: ProcessorChain
+    heal_text: str
+    prompt_mode: str
+
+
+def text_context(heal_text: str, prefix: str, suffix: str, path: str | None, params: SamplingParams) -> TextContext:
+    """The code around the cursor as decoding components see it: the prefix without the healed
+    tail (generation re-creates it), the suffix, the file's path and the generation's limits."""
+    before = prefix[: len(prefix) - len(heal_text)] if heal_text and prefix.endswith(heal_text) else prefix
+    return TextContext(prefix=before, suffix=suffix, path=path, single_line=params.single_line,
+                       max_new_tokens=params.max_new_tokens)
+
+
+def prepare(
+    engine: Any,
+    prefix: str,
+    suffix: str = "",
+    *,
+    max_tokens: int = 64,
+    single_line: bool = False,
+    block_end: bool = True,
+    stop_strings: Sequence[str] = (),
+    decoding: Sequence[str] | str = (),
+    heal: bool = True,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int | None = None,
+    time_budget_ms: float | None = None,
+    max_prompt_tokens: int | None = None,
+    path: str | None = None,
+) -> Prepared:
+    """Build the engine input for the cursor between ``prefix`` and ``suffix`` (module docstring).
+
+    ``engine`` provides ``preset``, ``tokenizer``, ``vocab`` and ``stop_ids``
+    (``codedec.backend.CompletionBackend``). ``block_end`` (multi-line only): end the completion
+    where the cursor's block ends. Raises ``ValueError`` for bad knobs or unknown components.
+    """
+    names = parse_decoding(decoding)
+    prompt = build_prompt(engine.preset, engine.tokenizer, prefix, suffix, max_tokens=max_prompt_tokens, heal=heal)
+    floor = block_floor(prefix) if block_end and not single_line else 0
+    params = SamplingParams(
+        max_new_tokens=max_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+        stop_strings=tuple(stop_strings),
+        single_line=single_line,
+        max_time_ms=time_budget_ms,
+        skip_text=prompt.heal_text,
+        block_indent=floor or None,
+    )
+    context = ComponentContext(
+        engine.vocab, tuple(engine.stop_ids), text_context(prompt.heal_text, prefix, suffix, path, params),
+        engine.tokenizer,
+    )
+    processors = build_processors(names, context)
+    if prompt.heal_text:  # first: when masks disagree the chain drops a later one, never healing
+        processors.insert(0, HealingProcessor(engine.vocab, prompt.heal_text.encode("utf-8")))
+    return Prepared(prompt.ids, params, ProcessorChain(processors), prompt.heal_text, prompt.mode)

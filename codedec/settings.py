@@ -1,0 +1,171 @@
+"""``ServerSettings``: the one settings type of every frontend (DESIGN §4: one frozen config per layer).
+
+What it is: what a completion is generated with — model, decoding components, sampling knobs,
+budgets, line mode — parsed once from wherever the user set it: the CLI flags of ``codedec
+complete`` / ``codedec eval`` / ``codedec serve``, the LSP ``initializationOptions`` and
+``workspace/didChangeConfiguration``, and the websocket request ``options`` all map onto this one
+type (``from_options``), so a knob exists everywhere or nowhere.
+
+What it is not: a request (``codedec.service.CompletionRequest`` carries the per-cursor text).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+from codedec.decoding import parse_decoding
+from codedec.presets import DEFAULT_MODEL
+
+log = logging.getLogger(__name__)
+
+LINE_MODES = ("auto", "single", "multi")
+
+# Client option names (camelCase, as VS Code settings spell them) -> field names.
+_ALIASES = {
+    "maxTokens": "max_tokens",
+    "debounceMs": "debounce_ms",
+    "timeBudgetMs": "time_budget_ms",
+    "enabledLanguages": "languages",
+    "enabled_languages": "languages",
+    "lineMode": "line_mode",
+    "maxPromptTokens": "max_prompt_tokens",
+    "telemetryPath": "telemetry_path",
+    "topK": "top_k",
+    "topP": "top_p",
+}
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What a server does for every request; read by the frontends, never mutated (use ``updated``).
+
+    ``languages``: language ids to complete in (empty = all). ``line_mode``: ``auto`` decides single
+    or multi-line from the cursor context, ``single``/``multi`` force one. ``time_budget_ms``:
+    wall-clock budget per completion (None = none). ``telemetry_path``: JSONL log of accept/reject
+    events (None = the default under the codedec cache, ``""`` = off). ``temperature`` (0 =
+    greedy), ``top_k`` (0 = off), ``top_p`` (1 = off), ``seed`` (None = random): sampling.
+    ``strategy``: how tokens are chosen (``codedec.strategy``; ``plain`` = one per forward).
+    """
+
+    model: str = DEFAULT_MODEL
+    decoding: tuple[str, ...] = ()
+    max_tokens: int = 64
+    debounce_ms: int = 0
+    time_budget_ms: float | None = 2000.0
+    languages: tuple[str, ...] = ()
+    line_mode: str = "auto"
+    heal: bool = True
+    pie: bool = True
+    max_prompt_tokens: int | None = None
+    telemetry_path: str | None = None
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int | None = None
+    strategy: str = "plain"
+
+    def __post_init__(self) -> None:
+        from codedec.sampling import SamplingParams
+        from codedec.strategy import make_strategy
+
+        SamplingParams(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)  # raises on bad values
+        make_strategy(self.strategy)
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.debounce_ms < 0:
+            raise ValueError(f"debounce_ms must be >= 0, got {self.debounce_ms}")
+        if self.time_budget_ms is not None and self.time_budget_ms <= 0:
+            raise ValueError(f"time_budget_ms must be > 0 (or null for none), got {self.time_budget_ms}")
+        if self.line_mode not in LINE_MODES:
+            raise ValueError(f"line_mode must be one of {LINE_MODES}, got {self.line_mode!r}")
+        if self.max_prompt_tokens is not None and self.max_prompt_tokens < 16:
+            raise ValueError(f"max_prompt_tokens must be >= 16, got {self.max_prompt_tokens}")
+        if not self.model:
+            raise ValueError("model must be a non-empty preset name or path")
+
+    def language_enabled(self, language_id: str) -> bool:
+        return not self.languages or language_id in self.languages
+
+    def updated(self, options: Mapping[str, Any] | None) -> ServerSettings:
+        """These settings with ``options`` applied (see ``from_options``)."""
+        return ServerSettings.from_options(options, base=self)
+
+    @classmethod
+    def from_options(
+        cls, options: Mapping[str, Any] | None, base: ServerSettings | None = None
+    ) -> ServerSettings:
+        """Parse client options into settings, starting from ``base`` (default: the defaults).
+
+        Accepts snake_case or camelCase keys, flat or nested under ``"codedec"`` (the shape
+        ``didChangeConfiguration`` sends). Unknown keys are logged and ignored; a known key with a
+        bad value raises ``ValueError`` naming the key and the value.
+        """
+        base = base or cls()
+        if not options:
+            return base
+        if not isinstance(options, Mapping):
+            raise ValueError(f"settings must be an object, got {type(options).__name__}: {options!r}")
+        if isinstance(options.get("codedec"), Mapping):
+            options = options["codedec"]
+        known = {f.name: f for f in fields(cls)}
+        changes: dict[str, Any] = {}
+        for key, value in options.items():
+            name = _ALIASES.get(key, key)
+            if name not in known:
+                log.warning("ignoring unknown setting %r", key)
+                continue
+            try:
+                changes[name] = _coerce(name, value)
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"setting {key!r}: {err} (got {value!r})") from None
+        return replace(base, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["decoding"] = list(self.decoding)
+        d["languages"] = list(self.languages)
+        return d
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """One option value -> the field's type (strict: ``"12"`` is not an int)."""
+    if name == "decoding":
+        return parse_decoding(value if value is not None else ())
+    if name == "languages":
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+            raise TypeError("expected a list of language ids")
+        return tuple(v.strip() for v in value)
+    if name in ("max_tokens", "debounce_ms", "max_prompt_tokens", "top_k", "seed"):
+        if value is None and name in ("max_prompt_tokens", "seed"):
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
+            raise TypeError("expected an integer")
+        return int(value)
+    if name == "time_budget_ms":
+        if value is None or value == 0:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError("expected a number of milliseconds")
+        return float(value)
+    if name in ("heal", "pie"):
+        if not isinstance(value, bool):
+            raise TypeError("expected true or false")
+        return value
+    if name in ("temperature", "top_p"):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError("expected a number")
+        return float(value)
+    if name in ("model", "line_mode", "strategy"):
+        if not isinstance(value, str):
+            raise TypeError("expected a string")
+        return value
+    if name == "telemetry_path":
+        if value is not None and not isinstance(value, str):
+            raise TypeError("expected a path or null")
+        return value
+    raise AssertionError(name)  # every field is handled above
