@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 import torch
-from codedec.loading import load_model
 
 from codedec.engine import Engine
+from codedec.loading import load_model
 from codedec.sampling import SamplingParams
 
 

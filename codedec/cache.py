@@ -112,6 +112,7 @@ class KVCache:
             if layer.is_initialized:
                 other.kv.update(layer.keys.clone(), layer.values.clone(), idx)
         other.tokens = list(self.tokens)
+        other.forwards = self.forwards
         return other
 
     def keep(self, positions: Sequence[int]) -> None:

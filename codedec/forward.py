@@ -70,7 +70,7 @@ def prefill(
     model,
     cache: KVCache,
     ids: Sequence[int],
-    chunk: int = PREFILL_CHUNK,
+    chunk: int | None = None,
     should_stop: Callable[[], str | None] | None = None,
 ) -> torch.Tensor:
     """Encode a prompt (or the part of it not already cached); return the next-token logits [V].
@@ -79,6 +79,7 @@ def prefill(
     (the cache then holds the chunks encoded so far, a consistent prefix)."""
     if len(ids) == 0:
         raise ValueError("prefill needs at least one token id")
+    chunk = PREFILL_CHUNK if chunk is None else chunk
     if chunk < 1:
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     logits = None

@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-
 TAB_WIDTH = 4
 _CLOSERS = ")]}"
 

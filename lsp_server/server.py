@@ -42,8 +42,8 @@ from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 
 from codedec import __version__
-from codedec.service import CompletionRequest, CompletionService, ServerSettings, TextEdit
 from codedec.heuristics import NONE, SINGLE, decide_mode, word_before
+from codedec.service import CompletionRequest, CompletionService, ServerSettings, TextEdit
 from lsp_server.positions import UTF16, offset_at, units
 from lsp_server.result_cache import ResultCache
 from lsp_server.telemetry import TelemetryLog, resolve_path

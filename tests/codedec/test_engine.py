@@ -202,3 +202,54 @@ def test_edit_aware_is_exact_when_the_prompt_only_grows(tiny):
     steps = list(pie.generate(ids, SamplingParams(max_new_tokens=8), edit_aware=True))
     assert [t for s in steps for t in s.token_ids] == want
     assert steps[-1].metrics.edit_rotated == 0
+
+
+def _counting(model, on_call):
+    """Wrap ``model.forward`` so ``on_call(n)`` runs inside the n-th forward."""
+    real = model.forward
+    calls = []
+
+    def forward(*args, **kwargs):
+        calls.append(1)
+        on_call(len(calls))
+        return real(*args, **kwargs)
+
+    model.forward = forward
+    return calls
+
+
+@pytest.mark.parametrize("why", ["cancelled", "time"])
+def test_a_long_prefill_stops_within_one_chunk(make_tiny, why):
+    """2k prompt tokens = 4 chunks of 512: a cancel (or a spent budget) during the first chunk
+    ends the request before the second; the chunk already encoded stays cached for the next."""
+    loaded = make_tiny(seed=0, num_key_value_heads=2)
+    ids = [3 + (i * 7) % 500 for i in range(2048)]
+    cancel = threading.Event()
+    calls = _counting(loaded.model, lambda n: cancel.set() if n == 1 else None)
+    engine = Engine(loaded)
+    params = SamplingParams(max_new_tokens=4, max_time_ms=1e-3 if why == "time" else None)
+    steps = list(engine.generate(ids, params, cancel=cancel if why == "cancelled" else None))
+    assert len(calls) == 1 and steps[-1].finish_reason == why and steps[-1].token_ids == []
+    assert len(engine.cache) == 512  # a consistent prefix: the next request reuses it
+    again = list(engine.generate(ids, SamplingParams(max_new_tokens=2)))
+    assert again[-1].metrics.reused_tokens == 512 and again[-1].finish_reason == "length"
+
+
+def test_a_long_edit_is_cancellable(make_tiny):
+    """PIE's encoding of a long edited span checks the cancel between its chunks too."""
+    loaded = make_tiny(seed=0, num_key_value_heads=2)
+    old = [3 + (i * 7) % 500 for i in range(2048)]
+    new = old[:100] + [5] * 600 + old[100:]  # 600 new tokens: two chunks
+    engine = Engine(loaded)
+    list(engine.generate(old, SamplingParams(max_new_tokens=1)))
+    cancel = threading.Event()
+    calls = _counting(loaded.model, lambda n: cancel.set())
+    steps = list(engine.generate(new, SamplingParams(max_new_tokens=2), cancel=cancel, edit_aware=True))
+    assert steps[-1].finish_reason == "cancelled" and len(calls) == 1
+
+
+def test_forwards_are_counted(tiny):
+    ids = tiny.tokenizer.encode(PROMPT, add_special_tokens=False)
+    last = list(Engine(tiny).generate(ids, SamplingParams(max_new_tokens=6, stop_token_ids=())))[-1]
+    # one prefill forward, then one per token but the last (its successor is never needed)
+    assert last.metrics.new_tokens == 6 and last.metrics.forwards == 6

@@ -7,12 +7,11 @@ import json
 
 import pytest
 import torch
+from golden_engine import CASES, GOLDEN, PROCESSOR_CASES, PROCESSOR_PREFIX, PROMPTS, TINY_MODELS
 
 from codedec.engine import Engine
 from codedec.sampling import SamplingParams
 from codedec.strategy import PlainStrategy
-
-from golden_engine import CASES, GOLDEN, PROCESSOR_CASES, PROCESSOR_PREFIX, PROMPTS, TINY_MODELS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -15,9 +15,8 @@ from lsprotocol import types
 from pytest_lsp import ClientServerConfig, LanguageClient, client_capabilities
 
 from codedec.engine import Engine
-from codedec.service import CompletionRequest, CompletionService, ServerSettings
 from codedec.heuristics import SINGLE, decide_mode
-from codedec.postprocess import finalize
+from codedec.service import CompletionRequest, CompletionService, ServerSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -55,7 +54,7 @@ def reference(loaded, prefix: str, suffix: str) -> str:
         req = CompletionRequest.from_settings(
             settings, id=1, doc="x", prefix=prefix, suffix=suffix, single_line=mode == SINGLE
         )
-        return finalize(service.submit(req).result(T).text, prefix, suffix, mode)
+        return service.submit(req).result(T).text  # post-processed by the service
     finally:
         service.close()
 

@@ -19,9 +19,8 @@ import pytest
 from lsp_helpers import SERVER_ENV
 
 from codedec.engine import Engine
-from codedec.service import CompletionRequest, CompletionService, ServerSettings
 from codedec.heuristics import SINGLE, decide_mode
-from codedec.postprocess import finalize
+from codedec.service import CompletionRequest, CompletionService, ServerSettings
 
 NVIM = Path(sys.executable).parent / "nvim"
 SOURCE = "def add(a, b):\n    \n"  # the cursor goes to line 1 (0-based), column 4
@@ -74,7 +73,7 @@ def expected_text(tiny) -> str:
         result = service.submit(req).result(30)
     finally:
         service.close()
-    return finalize(result.text, prefix, suffix, mode)
+    return result.text  # post-processed by the service, as the server shows it
 
 
 @pytest.mark.skipif(

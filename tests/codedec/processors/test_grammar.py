@@ -12,7 +12,6 @@ from codedec.engine import Engine
 from codedec.processors.cursor import analyse
 from codedec.processors.grammar import GrammarConfig, GrammarProcessor
 from codedec.processors.indent import IndentState, IndentTracker
-from codedec.sampling import SamplingParams
 from codedec.vocab import vocab_for
 
 
