@@ -1,9 +1,12 @@
 """The logits-processor protocol and the chain the engine applies at every step (DESIGN §1).
 
 A processor sees ``logits`` [P, V] for P >= 1 candidate positions and returns logits of the same
-shape. Row 0 is the next position after everything the processor has been ``advance``d through;
-row i (i > 0) is the position after additionally taking ``draft[:i]`` — the tokens a speculative
-draft or a lookahead proposes. So one call scores a whole draft, and ``len(draft) == P - 1``.
+shape. Row 0 is the next position after everything the processor has been ``advance``d through.
+The other rows score a draft tree (``draft`` tokens, ``parents``): row j + 1 is the position after
+taking the path from the root to draft node j — node j's ancestors, then ``draft[j]``.
+``parents[j]`` is -1 (a child of the root) or an earlier node (``< j``); ``parents=None`` means a
+chain (``parents[j] = j - 1``: row i follows ``draft[:i]``, the tokens a speculative draft or a
+lookahead proposes). So one call scores a whole draft, and ``len(draft) == P - 1``.
 
 Life cycle (shared with the cache and the detokenizer):
 - ``advance(ids)``  the ids were accepted into the output: update state;
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -32,7 +35,9 @@ log = logging.getLogger(__name__)
 
 @runtime_checkable
 class LogitsProcessor(Protocol):
-    def __call__(self, logits: torch.Tensor, draft: Sequence[int] = ()) -> torch.Tensor: ...
+    def __call__(
+        self, logits: torch.Tensor, draft: Sequence[int] = (), parents: Sequence[int] | None = None
+    ) -> torch.Tensor: ...
 
     def advance(self, ids: Sequence[int]) -> None: ...
 
@@ -43,12 +48,70 @@ class LogitsProcessor(Protocol):
     def reset(self) -> None: ...
 
 
-def check_rows(logits: torch.Tensor, draft: Sequence[int]) -> None:
-    """Raise ``ValueError`` unless ``logits`` is [P, V] with ``P == len(draft) + 1``."""
+def check_rows(logits: torch.Tensor, draft: Sequence[int], parents: Sequence[int] | None = None) -> None:
+    """Raise ``ValueError`` unless ``logits`` is [P, V] with ``P == len(draft) + 1`` and
+    ``parents`` (when given) names, for each node, -1 or an earlier node."""
     if logits.dim() != 2 or logits.shape[0] != len(draft) + 1:
         raise ValueError(
             f"logits must be [len(draft) + 1, V] = [{len(draft) + 1}, V], got {tuple(logits.shape)}"
         )
+    if parents is not None:
+        if len(parents) != len(draft):
+            raise ValueError(f"{len(draft)} draft tokens but {len(parents)} parents")
+        for j, p in enumerate(parents):
+            if not -1 <= p < j:
+                raise ValueError(f"parents[{j}] = {p}: a parent must be -1 or an earlier node (< {j})")
+
+
+def _paths(parents: Sequence[int]) -> list[list[int]]:
+    """Root-to-node index paths of every node (each ends with the node itself)."""
+    paths: list[list[int]] = []
+    for j, p in enumerate(parents):
+        paths.append((paths[p] if p >= 0 else []) + [j])
+    return paths
+
+
+def walk_draft(
+    proc: LogitsProcessor,
+    logits: torch.Tensor,
+    draft: Sequence[int],
+    parents: Sequence[int] | None,
+    score: Callable[[torch.Tensor], torch.Tensor | None],
+) -> torch.Tensor:
+    """Score every row of ``logits`` [P, V] at its own path through the draft (module docstring).
+
+    ``score(row)`` scores one row [V] at ``proc``'s current state and returns the new row, or
+    ``None`` to leave it unchanged. Algorithm: row 0 at the current state; for node j, roll back
+    to the longest common prefix of the advanced path and node j's path, advance the rest of
+    node j's path, score row j + 1. Finally (also on an exception) roll back everything
+    advanced. Returns ``logits`` itself when no row changed, else a new tensor.
+    """
+    check_rows(logits, draft, parents)
+    paths = _paths(parents if parents is not None else range(-1, len(draft) - 1))
+    out = None
+    on: list[int] = []  # draft nodes ``proc`` is currently advanced through, root first
+    try:
+        for r in range(logits.shape[0]):
+            if r:
+                path = paths[r - 1]
+                keep = 0
+                while keep < len(on) and keep < len(path) and on[keep] == path[keep]:
+                    keep += 1
+                if len(on) > keep:
+                    proc.rollback(len(on) - keep)
+                    del on[keep:]
+                for j in path[keep:]:
+                    proc.advance([draft[j]])
+                    on.append(j)
+            new = score(logits[r])
+            if new is not None:
+                if out is None:
+                    out = logits.clone()
+                out[r] = new
+    finally:
+        if on:
+            proc.rollback(len(on))
+    return logits if out is None else out
 
 
 class StatefulProcessor:
@@ -76,17 +139,15 @@ class StatefulProcessor:
         """Clear derived state."""
 
     # --- protocol -------------------------------------------------------------------------
-    def __call__(self, logits: torch.Tensor, draft: Sequence[int] = ()) -> torch.Tensor:
-        check_rows(logits, draft)
+    def __call__(
+        self, logits: torch.Tensor, draft: Sequence[int] = (), parents: Sequence[int] | None = None
+    ) -> torch.Tensor:
         if not draft:
+            check_rows(logits, draft)
             return self.process_row(logits[0]).unsqueeze(0)
-        branch = self.fork()
-        rows = []
-        for i in range(logits.shape[0]):
-            rows.append(branch.process_row(logits[i]))
-            if i < len(draft):
-                branch.advance([draft[i]])
-        return torch.stack(rows)  # [P, V]
+        # A processor with derived state replays on rollback: walk a fork, which is cheaper.
+        walker = self.fork() if self.derived_state else self
+        return walk_draft(walker, logits, draft, parents, walker.process_row)
 
     def advance(self, ids: Sequence[int]) -> None:
         ids = [int(i) for i in ids]
@@ -122,10 +183,12 @@ class ProcessorChain:
     def __len__(self) -> int:
         return len(self.processors)
 
-    def __call__(self, logits: torch.Tensor, draft: Sequence[int] = ()) -> torch.Tensor:
-        check_rows(logits, draft)
+    def __call__(
+        self, logits: torch.Tensor, draft: Sequence[int] = (), parents: Sequence[int] | None = None
+    ) -> torch.Tensor:
+        check_rows(logits, draft, parents)
         for proc in self.processors:
-            out = proc(logits, draft)
+            out = proc(logits, draft, parents) if parents is not None else proc(logits, draft)
             if out is not logits:
                 dead = torch.isneginf(out).all(dim=-1) & ~torch.isneginf(logits).all(dim=-1)  # [P]
                 if bool(dead.any()):  # this processor and the earlier ones disagree: skip it there

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from codedec.processors.base import check_rows
+from codedec.processors.base import check_rows, walk_draft
 from codedec.processors.cursor import Cursor, analyse
 from codedec.processors.indent import COMMENT, IndentState, IndentTracker, indent_tables
 from codedec.processors.masking import as_numpy, mask_row_, writable_copy
@@ -278,23 +278,23 @@ class GrammarProcessor:
             return default
 
     # --- masks -----------------------------------------------------------------------------
-    def __call__(self, logits: torch.Tensor, draft: Sequence[int] = ()) -> torch.Tensor:
-        check_rows(logits, draft)
+    def __call__(
+        self, logits: torch.Tensor, draft: Sequence[int] = (), parents: Sequence[int] | None = None
+    ) -> torch.Tensor:
         if not self.active:
+            check_rows(logits, draft, parents)
             return logits
-        out = None
-        for i in range(logits.shape[0]):
-            if self.active and self.suspended_at is None:
-                allowed = self.allowed(logits[i])
-                if allowed is not None:
-                    if out is None:
-                        out = writable_copy(logits)
-                    mask_row_(out[i], allowed)
-            if i < len(draft):
-                self.advance([draft[i]])
-        if draft:
-            self.rollback(len(draft))
-        return logits if out is None else out
+        return walk_draft(self, logits, draft, parents, self._score_row)
+
+    def _score_row(self, row: torch.Tensor) -> torch.Tensor | None:
+        if not self.active or self.suspended_at is not None:
+            return None
+        allowed = self.allowed(row)
+        if allowed is None:
+            return None
+        out = writable_copy(row)
+        mask_row_(out, allowed)
+        return out
 
     def grammar_mask(self) -> np.ndarray | None:
         """The llguidance mask for the next token (bool [n_vocab]); None when switched off."""

@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from codedec.monitor.client import DEFAULT_COMMAND, MonitorClient, monitor_for
-from codedec.processors.base import check_rows
+from codedec.processors.base import check_rows, walk_draft
 from codedec.processors.cursor import analyse
 from codedec.processors.masking import mask_row_, numpy_ok, writable_copy
 from codedec.processors.pylex import KEYWORD, KEYWORDS, NAME, OP, STRING, PyLexer
@@ -323,21 +323,19 @@ class MonitorProcessor:
         return out
 
     # --- the mask --------------------------------------------------------------------------
-    def __call__(self, logits: torch.Tensor, draft: Sequence[int] = ()) -> torch.Tensor:
-        check_rows(logits, draft)
-        out = None
-        for i in range(logits.shape[0]):
-            allowed = self._safe_allowed(logits[i]) if self.active else None
-            if allowed is not None:
-                if out is None:
-                    out = writable_copy(logits)
-                mask_row_(out[i], allowed)
-                self.stats["masked_steps"] += 1
-            if i < len(draft):
-                self.advance([draft[i]])
-        if draft:
-            self.rollback(len(draft))
-        return logits if out is None else out
+    def __call__(
+        self, logits: torch.Tensor, draft: Sequence[int] = (), parents: Sequence[int] | None = None
+    ) -> torch.Tensor:
+        return walk_draft(self, logits, draft, parents, self._score_row)
+
+    def _score_row(self, row: torch.Tensor) -> torch.Tensor | None:
+        allowed = self._safe_allowed(row) if self.active else None
+        if allowed is None:
+            return None
+        out = writable_copy(row)
+        mask_row_(out, allowed)
+        self.stats["masked_steps"] += 1
+        return out
 
     def _safe_allowed(self, row: torch.Tensor) -> np.ndarray | None:
         try:

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from codedec.processors.base import check_rows
+from codedec.processors.base import check_rows, walk_draft
 from codedec.processors.masking import add_at_, writable_copy
 from codedec.processors.pylex import KEYWORD, OP, PyLexer
 from codedec.vocab import Vocab
@@ -265,23 +265,21 @@ class RPGProcessor:
         self._cache: dict[int, tuple[np.ndarray, float, float] | None] = {}
 
     # --- protocol --------------------------------------------------------------------------
-    def __call__(self, logits: torch.Tensor, draft: Sequence[int] = ()) -> torch.Tensor:
-        check_rows(logits, draft)
-        out = logits
-        v = logits.shape[-1]
-        for i in range(logits.shape[0]):
-            pen = self._penalty()
-            if pen is not None:
-                if out is logits:
-                    out = writable_copy(logits)
-                ids, amount, eos = pen
-                add_at_(out[i], ids[ids < v], amount)
-                if eos:
-                    add_at_(out[i], self.stop_ids[self.stop_ids < v], eos)
-            if i < len(draft):
-                self.advance([draft[i]])
-        if draft:
-            self.rollback(len(draft))
+    def __call__(
+        self, logits: torch.Tensor, draft: Sequence[int] = (), parents: Sequence[int] | None = None
+    ) -> torch.Tensor:
+        return walk_draft(self, logits, draft, parents, self._score_row)
+
+    def _score_row(self, row: torch.Tensor) -> torch.Tensor | None:
+        pen = self._penalty()
+        if pen is None:
+            return None
+        v = row.shape[-1]
+        out = writable_copy(row)
+        ids, amount, eos = pen
+        add_at_(out, ids[ids < v], amount)
+        if eos:
+            add_at_(out, self.stop_ids[self.stop_ids < v], eos)
         return out
 
     def advance(self, ids: Sequence[int]) -> None:
