@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from codedec.monitor.client import DEFAULT_COMMAND, MonitorClient, monitor_for
-from codedec.processors.base import check_rows, walk_draft
+from codedec.processors.base import walk_draft
 from codedec.processors.cursor import analyse
 from codedec.processors.masking import mask_row_, numpy_ok, writable_copy
 from codedec.processors.pylex import KEYWORD, KEYWORDS, NAME, OP, STRING, PyLexer

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from codedec.processors.base import check_rows, walk_draft
+from codedec.processors.base import walk_draft
 from codedec.processors.masking import add_at_, writable_copy
 from codedec.processors.pylex import KEYWORD, OP, PyLexer
 from codedec.vocab import Vocab
