@@ -1,6 +1,11 @@
-"""Engine benchmark on the embedded model: our decode loop vs HF ``model.generate()``, side by side.
+"""Engine benchmark on the embedded model: the decode loop vs the pre-E7 loop and HF ``generate()``.
 
 Prints, for one ~500-token prompt taken from a real source file:
+0. the per-token overhead of the engine loop (``DecodeState`` + ``PlainStrategy``) against the old
+   loop (``legacy_loop.py``): decode ms/token of both in alternating order per run, the median of
+   the paired per-run ratios new/old with their spread (target <= 1.03), plus ``forwards`` and
+   token identity; ``--loop-model tiny-random`` adds the same on a 2-layer model, where a decode
+   step is ~1 ms and the loop's own Python cost is magnified;
 1. prefill ms and decode ms/token of our loop and of ``generate()`` (same prompt, same number of
    greedy tokens, interleaved runs, median of ``--repeats``), and their ratio (target <= 1.05);
 2. time to first token of a cold request vs a repeated request that shares 95 % of its prompt with
@@ -9,6 +14,7 @@ Prints, for one ~500-token prompt taken from a real source file:
 Absolute times on this 2-core machine are noisy; the ratios are what we quote.
 
     .venv/bin/python benchmarks/bench_engine.py [--model smollm2] [--tokens 64] [--repeats 5]
+        [--loop-repeats 15] [--loop-model tiny-random] [--loop-only]
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import time
 from pathlib import Path
 
 import torch
+
+from legacy_loop import legacy_generate
 
 from codedec.engine import Engine
 from codedec.loading import load_model
@@ -56,12 +64,58 @@ def time_hf(model, ids: list[int], n: int) -> tuple[float, float]:
     return one, (full - one) / (n - 1)
 
 
+def _spread(values: list[float]) -> str:
+    q = statistics.quantiles(values, n=4) if len(values) >= 2 else [values[0]] * 3
+    return f"IQR {q[0]:.3f}..{q[2]:.3f}, range {min(values):.3f}..{max(values):.3f}"
+
+
+def loop_overhead(engine: Engine, ids: list[int], n: int, repeats: int, label: str) -> None:
+    """Decode ms/token of the new and the old loop, alternating which goes first; paired ratios."""
+    params = SamplingParams(max_new_tokens=n)
+
+    def new() -> tuple[float, list[int], int]:
+        engine.cache.reset()
+        steps = list(engine.generate(ids, params))
+        m = steps[-1].metrics
+        return m.ms_per_token, [t for s in steps for t in s.token_ids], m.forwards
+
+    def old() -> tuple[float, list[int]]:
+        engine.cache.reset()
+        out = list(legacy_generate(engine, ids, params))
+        m = out[-1][2]
+        return m.ms_per_token, [t for tok, _, _ in out for t in tok]
+
+    new(), old()  # warm-up
+    ratios, new_ms, old_ms = [], [], []
+    for r in range(repeats):
+        if r % 2:
+            o, old_ids = old()
+            m, new_ids, forwards = new()
+        else:
+            m, new_ids, forwards = new()
+            o, old_ids = old()
+        assert new_ids == old_ids, "the new loop must be token-identical to the old one"
+        assert len(new_ids) == n
+        ratios.append(m / o)
+        new_ms.append(m)
+        old_ms.append(o)
+    med = statistics.median
+    print(f"[{label}] loop overhead, {n} greedy tokens x {repeats} paired runs: decode ms/token new "
+          f"{med(new_ms):.3f} | old {med(old_ms):.3f}; median of per-run ratios new/old = {med(ratios):.3f} "
+          f"({_spread(ratios)}) (target <= 1.03); forwards per completion {forwards} for {n} tokens; "
+          "token-identical: yes")
+    print(f"  per-run ratios: {' '.join(f'{x:.3f}' for x in ratios)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default="smollm2")
     ap.add_argument("--prompt-tokens", type=int, default=500)
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--loop-repeats", type=int, default=15)
+    ap.add_argument("--loop-model", default=None, help="also measure the loop overhead on this model")
+    ap.add_argument("--loop-only", action="store_true", help="only the loop-overhead part")
     args = ap.parse_args()
     torch.set_grad_enabled(False)
 
@@ -71,6 +125,15 @@ def main() -> None:
     ids = source_prompt(loaded.tokenizer, args.prompt_tokens)
     print(f"model={loaded.name} prompt={len(ids)} tokens, new={args.tokens}, repeats={args.repeats}, "
           f"threads={torch.get_num_threads()}")
+    loop_overhead(engine, ids, args.tokens, args.loop_repeats, loaded.name)
+    if args.loop_model:
+        small = load_model(args.loop_model)
+        small_engine = Engine(small)
+        small_engine.stop_ids = ()
+        loop_overhead(small_engine, source_prompt(small.tokenizer, args.prompt_tokens), args.tokens,
+                      args.loop_repeats * 4, small.name)
+    if args.loop_only:
+        return
 
     # Warm up both paths once.
     time_ours(engine, ids, 4)

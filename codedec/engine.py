@@ -200,11 +200,15 @@ class Engine:
             metrics.new_tokens = len(state.ids)
             metrics.forwards = cache.forwards - forwards0
             metrics.total_ms = elapsed()
+            if cancel is not None and cancel.is_set():  # cancelled during the step's forward:
+                finish = "cancelled"  # nothing more reaches the caller
+                break
             if new:
                 yield Step(new, state.take_text(), before, metrics.total_ms, metrics)
 
         finish = finish or state.finish_reason
-        tail = state.take_tail() if state is not None else ""
+        # A cancelled request sends nothing more (its held-back text included: nobody waits for it).
+        tail = state.take_tail() if state is not None and finish != "cancelled" else ""
         metrics.forwards = cache.forwards - forwards0
         metrics.total_ms = elapsed()
         log.debug("generate: %s", metrics.as_dict())

@@ -253,3 +253,16 @@ def test_forwards_are_counted(tiny):
     last = list(Engine(tiny).generate(ids, SamplingParams(max_new_tokens=6, stop_token_ids=())))[-1]
     # one prefill forward, then one per token but the last (its successor is never needed)
     assert last.metrics.new_tokens == 6 and last.metrics.forwards == 6
+
+
+def test_a_cancelled_generation_sends_nothing_after_the_cancel(scripted):
+    """Not even the held-back tail (here a newline the block-end check holds back): the VS Code
+    protocol test saw a partial arrive after the cancel response."""
+    loaded, ids = scripted(["    x = 1", "\n    ", "y", " = 2"])
+    cancel = threading.Event()
+    gen = Engine(loaded).generate(ids, SamplingParams(max_new_tokens=10, block_indent=4), cancel=cancel)
+    texts = [next(gen).text, next(gen).text]
+    assert texts == ["    x = 1", ""]  # "\n    " is held back: the next line may leave the block
+    cancel.set()
+    rest = list(gen)
+    assert [s.text for s in rest] == [""] and rest[-1].finish_reason == "cancelled"

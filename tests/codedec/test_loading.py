@@ -322,7 +322,7 @@ def test_embedded_smollm2_loads_from_the_cached_conversion(smollm2):
     t0 = time.perf_counter()
     again = load_model("smollm2")
     elapsed = time.perf_counter() - t0
-    assert elapsed < 1.0, f"cached load took {elapsed:.2f} s"
+    assert elapsed < 3.0, f"cached load took {elapsed:.2f} s"  # a conversion takes 15-20 s; loose for a busy machine
     assert len(again.tokenizer) == 49152
     vocab = again.tokenizer.get_vocab()
     assert {vocab["<|endoftext|>"], vocab["<|im_end|>"]} <= set(again.stop_token_ids)
