@@ -171,9 +171,9 @@ def run_eval(task: Task, engine: Any, configs: Sequence[RunConfig], settings: Ru
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     samples_path = out / SAMPLES_FILE
-    model = getattr(engine.loaded, "name", "model")
+    model = engine.name
     max_new = settings.max_new_tokens or task.max_new_tokens
-    context = int(engine.loaded.preset.get("context_tokens") or 2048)
+    context = int(engine.preset.get("context_tokens") or 2048)
     max_prompt = settings.max_prompt_tokens or max(16, context - max_new)
     prints = {c: _fingerprint(task, model, settings, c) for c in configs}
     done = {(r.get("fingerprint"), r.get("task_id"), r.get("repeat")) for r in read_rows(samples_path)}
