@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from legacy_loop import legacy_generate
 
 from codedec.engine import Engine

@@ -52,12 +52,17 @@ class TextContext:
 @dataclass(frozen=True)
 class ComponentContext:
     """What a component factory may use (only what it needs is read). ``tokenizer`` is the HF
-    tokenizer (None in unit tests with a bare ``Vocab``)."""
+    tokenizer (None in unit tests with a bare ``Vocab``). ``view``: the request's shared
+    ``TextView`` (one lexer for grammar, monitor and rpg; the chain moves it), ``cursor``: the
+    syntactic state at the cursor (``processors.cursor.analyse``) — both None to let each
+    component make its own."""
 
     vocab: Vocab
     stop_ids: tuple[int, ...]
     text: TextContext = TextContext()
     tokenizer: Any = None
+    view: Any = None
+    cursor: Any = None
 
 
 Factory = Callable[[ComponentContext], LogitsProcessor]
@@ -65,7 +70,7 @@ Factory = Callable[[ComponentContext], LogitsProcessor]
 # name -> (factory, one-line description); ordered: soft penalties, then hard masks.
 PROCESSORS: dict[str, tuple[Factory, str]] = {
     "rpg": (
-        lambda ctx: RPGProcessor(ctx.vocab, ctx.stop_ids),
+        lambda ctx: RPGProcessor(ctx.vocab, ctx.stop_ids, view=ctx.view),
         "grammar-based repetition penalty: decay the token that starts another repeated statement block",
     ),
     "min-tokens": (
@@ -84,11 +89,14 @@ PROCESSORS: dict[str, tuple[Factory, str]] = {
             ctx.text.prefix,
             ctx.text.suffix,
             GrammarConfig(single_line=ctx.text.single_line, max_new_tokens=ctx.text.max_new_tokens),
+            view=ctx.view,
+            cursor=ctx.cursor,
         ),
         "Python syntax + indentation masks (llguidance); never closes what the suffix closes, ends where it joins",
     ),
     "monitor": (
-        lambda ctx: MonitorProcessor(ctx.vocab, ctx.stop_ids, ctx.text.prefix, ctx.text.suffix, ctx.text.path),
+        lambda ctx: MonitorProcessor(ctx.vocab, ctx.stop_ids, ctx.text.prefix, ctx.text.suffix, ctx.text.path,
+                                     view=ctx.view, cursor=ctx.cursor),
         "monitor-guided decoding: after `obj.` / `from X import`, only names the language server knows",
     ),
 }
@@ -117,6 +125,9 @@ def parse_decoding(spec: str | Iterable[str] | None) -> tuple[str, ...]:
             "An empty list means plain decoding."
         )
     return tuple(n for n in PROCESSOR_ORDER if n in names)
+
+
+TEXT_READERS = ("rpg", "grammar", "monitor")  # components that read the shared TextView
 
 
 def build_processors(names: Sequence[str], ctx: ComponentContext) -> list[LogitsProcessor]:

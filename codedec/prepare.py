@@ -5,7 +5,8 @@ token ids). ``prepare`` (1) assembles the prompt (``context.fim``: budget, FIM l
 healing), (2) turns the knobs into ``SamplingParams`` — single-line mode, or for a multi-line
 completion the indentation below which it has left the cursor's block (``heuristics.block_floor``),
 the healed text to skip — and (3) builds the processor chain from the decoding component names
-with the text around the cursor (grammar, monitor and rpg read it), token healing first.
+with the text around the cursor (grammar, monitor and rpg read it, through one shared
+``TextView`` lexer that the chain moves), token healing first.
 
 What it is not: the request queue (``codedec.service``) or the post-processing of the text
 (``codedec.postprocess``).
@@ -13,15 +14,20 @@ What it is not: the request queue (``codedec.service``) or the post-processing o
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from codedec.context.fim import build_prompt
-from codedec.decoding import ComponentContext, TextContext, build_processors, parse_decoding
+from codedec.decoding import TEXT_READERS, ComponentContext, TextContext, build_processors, parse_decoding
 from codedec.heuristics import block_floor
 from codedec.processors import HealingProcessor, ProcessorChain
+from codedec.processors.cursor import analyse
+from codedec.processors.textview import TextView
 from codedec.sampling import SamplingParams
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -84,11 +90,17 @@ def prepare(
         skip_text=prompt.heal_text,
         block_indent=floor or None,
     )
-    context = ComponentContext(
-        engine.vocab, tuple(engine.stop_ids), text_context(prompt.heal_text, prefix, suffix, path, params),
-        engine.tokenizer,
-    )
+    text = text_context(prompt.heal_text, prefix, suffix, path, params)
+    cursor, views = None, []
+    if any(n in TEXT_READERS for n in names):  # one lexer over the region + generation for all of them
+        try:
+            cursor = analyse(text.prefix, text.suffix)
+            views.append(TextView(engine.vocab, cursor.region))
+        except Exception:  # noqa: BLE001 - the components then analyse (and fail) on their own
+            log.debug("cursor analysis failed; components use their own lexers", exc_info=True)
+    context = ComponentContext(engine.vocab, tuple(engine.stop_ids), text, engine.tokenizer,
+                               view=views[0] if views else None, cursor=cursor)
     processors = build_processors(names, context)
     if prompt.heal_text:  # first: when masks disagree the chain drops a later one, never healing
         processors.insert(0, HealingProcessor(engine.vocab, prompt.heal_text.encode("utf-8")))
-    return Prepared(prompt.ids, params, ProcessorChain(processors), prompt.heal_text, prompt.mode)
+    return Prepared(prompt.ids, params, ProcessorChain(processors, views), prompt.heal_text, prompt.mode)

@@ -175,10 +175,18 @@ class StatefulProcessor:
 
 
 class ProcessorChain:
-    """Applies processors in order; forwards the life-cycle calls to each of them."""
+    """Applies processors in order; forwards the life-cycle calls to each of them.
 
-    def __init__(self, processors: Sequence[LogitsProcessor] = ()) -> None:
+    ``views``: shared per-request state the processors read (``textview.TextView``): the chain
+    moves them before its processors on ``advance``/``rollback``/``reset`` (processors read the
+    lexer while they update), and a fork gets forked views its forked processors point at. A
+    draft is scored with one walk of the whole chain (``walk_draft`` over the chain), each row
+    by every processor in order at that row's path.
+    """
+
+    def __init__(self, processors: Sequence[LogitsProcessor] = (), views: Sequence = ()) -> None:
         self.processors = list(processors)
+        self.views = list(views)
 
     def __len__(self) -> int:
         return len(self.processors)
@@ -186,9 +194,15 @@ class ProcessorChain:
     def __call__(
         self, logits: torch.Tensor, draft: Sequence[int] = (), parents: Sequence[int] | None = None
     ) -> torch.Tensor:
-        check_rows(logits, draft, parents)
+        if draft:
+            return walk_draft(self, logits, draft, parents, lambda row: self._apply(row.unsqueeze(0))[0])
+        check_rows(logits, draft)
+        return self._apply(logits)
+
+    def _apply(self, logits: torch.Tensor) -> torch.Tensor:
+        """Every processor in order on [P, V] rows at the chain's current state."""
         for proc in self.processors:
-            out = proc(logits, draft, parents) if parents is not None else proc(logits, draft)
+            out = proc(logits)
             if out is not logits:
                 dead = torch.isneginf(out).all(dim=-1) & ~torch.isneginf(logits).all(dim=-1)  # [P]
                 if bool(dead.any()):  # this processor and the earlier ones disagree: skip it there
@@ -200,16 +214,30 @@ class ProcessorChain:
         return logits
 
     def advance(self, ids: Sequence[int]) -> None:
+        for view in self.views:
+            view.advance(ids)
         for proc in self.processors:
             proc.advance(ids)
 
     def rollback(self, n: int) -> None:
+        for view in self.views:
+            view.rollback(n)
         for proc in self.processors:
             proc.rollback(n)
 
     def fork(self) -> ProcessorChain:
-        return ProcessorChain([proc.fork() for proc in self.processors])
+        views = {id(v): v.fork() for v in self.views}
+        procs = []
+        for proc in self.processors:
+            other = proc.fork()
+            shared = getattr(proc, "view", None)
+            if shared is not None and id(shared) in views and not getattr(proc, "owns_view", True):
+                other.view = views[id(shared)]
+            procs.append(other)
+        return ProcessorChain(procs, list(views.values()))
 
     def reset(self) -> None:
+        for view in self.views:
+            view.reset()
         for proc in self.processors:
             proc.reset()

@@ -48,7 +48,8 @@ from codedec.processors.base import check_rows, walk_draft
 from codedec.processors.cursor import Cursor, analyse
 from codedec.processors.indent import COMMENT, IndentState, IndentTracker, indent_tables
 from codedec.processors.masking import as_numpy, mask_row_, writable_copy
-from codedec.processors.pylex import OP, PyLexer
+from codedec.processors.pylex import OP
+from codedec.processors.textview import TextView
 from codedec.vocab import Vocab
 
 log = logging.getLogger(__name__)
@@ -143,7 +144,11 @@ class GrammarProcessor:
         prefix: str = "",
         suffix: str = "",
         config: GrammarConfig | None = None,
+        view: TextView | None = None,
+        cursor: Cursor | None = None,
     ) -> None:
+        """``view``: the request's shared ``TextView`` (moved by the chain; used when its region
+        is this cursor's), else an own one; ``cursor``: ``analyse(prefix, suffix)`` if known."""
         self.vocab = vocab
         self.stop_ids = sorted(set(stop_ids))
         self.config = config or GrammarConfig()
@@ -151,7 +156,9 @@ class GrammarProcessor:
         self.active = False
         self.reason = ""
         self.matcher = None
-        self.lexer = PyLexer()
+        self.view: TextView | None = None
+        self.owns_view = True
+        self._shared_view = view
         self.tracker = IndentTracker()
         self.consumed: list[bool] = []  # per accepted token: did the matcher take it
         self.line_starts: list[int] = []  # token counts after each accepted token holding a newline
@@ -166,13 +173,15 @@ class GrammarProcessor:
             return
         try:
             self.shared = shared_for(tokenizer, vocab)
-            self.cursor = analyse(prefix, suffix)
+            self.cursor = cursor if cursor is not None else analyse(prefix, suffix)
             self._start()
         except BaseException as e:  # noqa: BLE001 - llguidance panics are BaseException
             if isinstance(e, KeyboardInterrupt | SystemExit):
                 raise
             self._off(f"setup failed: {type(e).__name__}: {e}")
             forget_shared(tokenizer)
+        finally:
+            self._shared_view = None
 
     # --- set-up ----------------------------------------------------------------------------
     def _off(self, reason: str) -> None:
@@ -184,7 +193,9 @@ class GrammarProcessor:
         cur: Cursor = self.cursor
         if cur.broken:
             return self._off(cur.broken)
-        self.lexer.feed(cur.region)
+        shared = self._shared_view
+        self.owns_view = shared is None or shared.region != cur.region or shared.tokens != 0
+        self.view = TextView(self.vocab, cur.region) if self.owns_view else shared
         self.started = True
         self._sync_tracker(IndentState())
         self.floor = cur.depth if cur.suffix_closes else 0
@@ -208,15 +219,20 @@ class GrammarProcessor:
             header = last.kind == OP and lx.buf[last.start : last.end] == b":"
             self.tracker.on_line(lx.line_indents[line], header)
 
+    @property
+    def lexer(self):
+        return self.view.lexer
+
     # --- life cycle ------------------------------------------------------------------------
     def advance(self, ids: Sequence[int]) -> None:
         if not self.started:
             self.consumed.extend(False for _ in ids)
             return
+        if self.owns_view:
+            self.view.advance(ids)
+        self._sync_tracker()
         for i in ids:
             i = int(i)
-            self.lexer.feed(self.vocab.text_of(i))
-            self._sync_tracker()
             took = False
             if self.active and self.suspended_at is None:
                 took = self._guard(lambda i=i: self.matcher.try_consume_tokens([i]) == 1, False)
@@ -235,7 +251,8 @@ class GrammarProcessor:
         del self.consumed[-n:]
         if not self.started:
             return
-        self.lexer.rollback(n)
+        if self.owns_view:
+            self.view.rollback(n)
         self.tracker.truncate(len(self.lexer.line_ends))
         while self.line_starts and self.line_starts[-1] > len(self.consumed):
             self.line_starts.pop()
@@ -251,7 +268,8 @@ class GrammarProcessor:
     def fork(self) -> GrammarProcessor:
         other = GrammarProcessor.__new__(GrammarProcessor)
         other.__dict__.update(self.__dict__)
-        other.lexer = self.lexer.copy()
+        if self.started and self.owns_view:
+            other.view = self.view.fork()
         other.tracker = self.tracker.copy()
         other.consumed = list(self.consumed)
         other.line_starts = list(self.line_starts)

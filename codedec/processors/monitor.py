@@ -45,9 +45,10 @@ import torch
 
 from codedec.monitor.client import DEFAULT_COMMAND, MonitorClient, monitor_for
 from codedec.processors.base import walk_draft
-from codedec.processors.cursor import analyse
+from codedec.processors.cursor import Cursor, analyse
 from codedec.processors.masking import mask_row_, numpy_ok, writable_copy
-from codedec.processors.pylex import KEYWORD, KEYWORDS, NAME, OP, STRING, PyLexer
+from codedec.processors.pylex import KEYWORD, KEYWORDS, NAME, OP, STRING
+from codedec.processors.textview import TextView
 from codedec.vocab import Vocab
 
 log = logging.getLogger(__name__)
@@ -127,7 +128,11 @@ class MonitorProcessor:
         path: str | None = None,
         config: MonitorConfig | None = None,
         client: MonitorClient | None = None,
+        view: TextView | None = None,
+        cursor: Cursor | None = None,
     ) -> None:
+        """``view``: the request's shared ``TextView`` (moved by the chain; used when its region
+        is this cursor's), else an own one; ``cursor``: ``analyse(prefix, suffix)`` if known."""
         self.vocab = vocab
         self.stop_ids = np.array(sorted(set(stop_ids)), dtype=np.int64)
         self.config = config or MonitorConfig()
@@ -137,34 +142,43 @@ class MonitorProcessor:
         self.closed_path = str(Path(self.doc_path).with_suffix(".__codedec_closed__.py"))
         self.client = client
         self._root = root
-        self.lexer = PyLexer()
         self.region = b""
         self.active = True
         try:
-            cur = analyse(prefix, suffix)
+            cur = cursor if cursor is not None else analyse(prefix, suffix)
             self.region = cur.region
         except Exception:  # noqa: BLE001 - no cursor state: follow the generated text only
             log.debug("monitor: cursor analysis failed", exc_info=True)
-        self.lexer.feed(self.region)
+        self.owns_view = view is None or view.region != self.region or view.tokens != 0
+        self.view = TextView(vocab, self.region) if self.owns_view else view
+        self._n = 0  # tokens accepted
         self._answers: dict[bytes, list[concurrent.futures.Future]] = {}
         self._masks: dict[tuple[bytes, bytes], np.ndarray | None] = {}
         self._on_time: set[bytes] = set()
         self.stats = {"triggers": 0, "answered": 0, "late": 0, "masked_steps": 0}
 
     # --- life cycle ------------------------------------------------------------------------
+    @property
+    def lexer(self):
+        return self.view.lexer
+
     def advance(self, ids: Sequence[int]) -> None:
-        for i in ids:
-            self.lexer.feed(self.vocab.text_of(i))
+        if self.owns_view:
+            self.view.advance(ids)
+        self._n += len(ids)
 
     def rollback(self, n: int) -> None:
-        if not 0 <= n <= len(self.lexer._marks) - 1:
-            raise ValueError(f"rollback({n}) after {len(self.lexer._marks) - 1} tokens")
-        self.lexer.rollback(n)
+        if not 0 <= n <= self._n:
+            raise ValueError(f"rollback({n}) after {self._n} tokens")
+        if self.owns_view:
+            self.view.rollback(n)
+        self._n -= n
 
     def fork(self) -> MonitorProcessor:
         other = MonitorProcessor.__new__(MonitorProcessor)
         other.__dict__.update(self.__dict__)
-        other.lexer = self.lexer.copy()
+        if self.owns_view:
+            other.view = self.view.fork()
         other._answers = dict(self._answers)  # futures are shared: an answer serves both
         other._masks = dict(self._masks)
         other._on_time = set(self._on_time)
@@ -172,7 +186,7 @@ class MonitorProcessor:
         return other
 
     def reset(self) -> None:
-        self.rollback(len(self.lexer._marks) - 1)
+        self.rollback(self._n)
 
     # --- triggers --------------------------------------------------------------------------
     def trigger(self) -> tuple[bytes, bytes] | None:

@@ -26,7 +26,9 @@ the first repetitions and gives way as e grows. Repetition inside one statement 
 is not looked at.
 
 Life cycle: ``advance`` / ``rollback`` / ``fork`` / ``reset``; rollback restores the lexer's
-per-token marks and truncates the statement list, so a rejected draft leaves no trace.
+per-token marks and truncates the statement list, so a rejected draft leaves no trace. The lexer
+is the request's shared ``TextView`` when one is given (lines of the region before the cursor
+are not statements; the cursor's line is lexed with its start), else an own one.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import torch
 from codedec.processors.base import walk_draft
 from codedec.processors.masking import add_at_, writable_copy
 from codedec.processors.pylex import KEYWORD, OP, PyLexer
+from codedec.processors.textview import TextView
 from codedec.vocab import Vocab
 
 _WS = b" \t\r\n\f"
@@ -125,48 +128,65 @@ def _structure_key(lexer: PyLexer, lexemes) -> tuple:
 
 class StatementStream:
     """The statements of a growing text and their repetition runs (steps 1–2 of the module
-    docstring). ``push(data)`` follows one token's bytes; ``rollback(n)`` undoes n pushes."""
+    docstring), read from a ``TextView``: ``sync()`` takes the lines the view finished since the
+    last sync, token by token; ``rollback(n)`` forgets the statements of the last n tokens.
+    Lines the view's region finished (before the generation) are not statements. Without a
+    ``view`` the stream has its own bytes-only one, fed by ``push(data)``."""
 
-    def __init__(self, max_period: int = 8) -> None:
+    def __init__(self, max_period: int = 8, view: TextView | None = None, owns_view: bool | None = None) -> None:
         self.max_period = max_period
-        self.lexer = PyLexer()
+        self.owns_view = view is None if owns_view is None else owns_view
+        self.view = view if view is not None else TextView(None)
         self.statements: list[Statement] = []
-        self.token_starts: list[int] = []
-        self._marks: list[int] = []
+        self._marks: list[int] = []  # statements after each synced token
+
+    @property
+    def lexer(self):
+        return self.view.lexer
+
+    @property
+    def token_starts(self) -> list[int]:
+        return self.view.token_starts
 
     def reset(self) -> None:
-        self.lexer.reset()
+        if self.owns_view:
+            self.view.reset()
         self.statements = []
-        self.token_starts = []
         self._marks = []
 
     def copy(self) -> StatementStream:
         other = StatementStream.__new__(StatementStream)
-        other.max_period = self.max_period
-        other.lexer = self.lexer.copy()
+        other.max_period, other.owns_view = self.max_period, self.owns_view
+        other.view = self.view.fork() if self.owns_view else self.view
         other.statements = list(self.statements)
-        other.token_starts = list(self.token_starts)
         other._marks = list(self._marks)
         return other
 
     def push(self, data: bytes) -> None:
-        lexer = self.lexer
-        self._marks.append(len(self.statements))
-        self.token_starts.append(len(lexer.buf))
-        lines_before = len(lexer.line_ends)
-        lexer.feed(data)
-        for line in range(lines_before, len(lexer.line_ends)):
-            self._add_statement(line)
+        """Feed one token's bytes to the stream's own view (streams without a shared view)."""
+        self.view.feed(data)
+        self.sync()
+
+    def sync(self) -> None:
+        """Add the statements of the logical lines finished by the tokens not synced yet."""
+        view = self.view
+        for t in range(len(self._marks), view.tokens):
+            before = view.line_counts[t - 1] if t else view.base_lines
+            for line in range(before, view.line_counts[t]):
+                self._add_statement(line)
+            self._marks.append(len(self.statements))
 
     def rollback(self, n: int) -> None:
+        """Forget the last ``n`` tokens' statements (the view itself is rolled back by its owner:
+        this stream when it owns the view)."""
         if not 0 <= n <= len(self._marks):
             raise ValueError(f"rollback({n}) after {len(self._marks)} tokens")
         if n == 0:
             return
-        self.lexer.rollback(n)
-        del self.statements[self._marks[-n] :]
-        del self._marks[-n:]
-        del self.token_starts[-n:]
+        del self._marks[len(self._marks) - n :]
+        del self.statements[self._marks[-1] if self._marks else 0 :]
+        if self.owns_view:
+            self.view.rollback(n)
 
     def _add_statement(self, line: int) -> None:
         lexer = self.lexer
@@ -255,11 +275,14 @@ def _bisect_right(a: list[int], x: int) -> int:
 class RPGProcessor:
     """The RPG logits processor (see the module docstring). Soft: it belongs before hard masks."""
 
-    def __init__(self, vocab: Vocab, stop_ids: Iterable[int] = (), config: RPGConfig | None = None) -> None:
+    def __init__(self, vocab: Vocab, stop_ids: Iterable[int] = (), config: RPGConfig | None = None,
+                 view: TextView | None = None) -> None:
+        """``view``: the request's shared ``TextView`` (moved by the chain); None = an own one."""
         self.vocab = vocab
         self.config = config or RPGConfig()
         self.stop_ids = np.array(sorted(set(stop_ids)), dtype=np.int64)
-        self.stream = StatementStream(self.config.max_period)
+        self.stream = StatementStream(self.config.max_period, view if view is not None else TextView(vocab),
+                                      owns_view=view is None)
         self._index = stripped_index(vocab)
         self._log_decay = math.log(self.config.decay)
         self._cache: dict[int, tuple[np.ndarray, float, float] | None] = {}
@@ -283,14 +306,27 @@ class RPGProcessor:
         return out
 
     def advance(self, ids: Sequence[int]) -> None:
-        for i in ids:
-            self.stream.push(self.vocab.text_of(i))
+        if self.stream.owns_view:
+            self.stream.view.advance(ids)
+        self.stream.sync()
 
     def rollback(self, n: int) -> None:
         self.stream.rollback(n)
         kept = len(self.stream.statements)
         for key in [k for k in self._cache if k > kept]:  # keyed by statement count: now stale
             del self._cache[key]
+
+    @property
+    def view(self) -> TextView:
+        return self.stream.view
+
+    @property
+    def owns_view(self) -> bool:
+        return self.stream.owns_view
+
+    @view.setter
+    def view(self, view: TextView) -> None:  # a forked chain points its processors at its view
+        self.stream.view = view
 
     def fork(self) -> RPGProcessor:
         other = RPGProcessor.__new__(RPGProcessor)

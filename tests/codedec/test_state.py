@@ -220,3 +220,4 @@ def test_rng_rollback_and_fork():
     assert torch.equal(torch.rand(1, generator=rng.torch), draws[0])
     assert torch.equal(torch.rand(1, generator=fork.torch), torch.rand(1, generator=Rng(7).fork().torch)) is False
     assert more.shape == (1,)
+
