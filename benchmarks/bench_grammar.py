@@ -34,9 +34,9 @@ import torch
 from timed import Timed
 
 from codedec.context.fim import build_prompt
-from codedec.decoding import TextContext
 from codedec.engine import Engine
 from codedec.loading import load_model
+from codedec.prepare import healing_chain
 from codedec.processors.cursor import _parser
 from codedec.processors.grammar import GrammarConfig, GrammarProcessor
 from codedec.sampling import SamplingParams
@@ -57,7 +57,7 @@ def error_nodes(code: str) -> int:
 
 def complete_one(engine: Engine, problem, single_line: bool, use_grammar: bool) -> tuple[str, list[float], bool]:
     """(text, per-token processor seconds, whether the grammar constrained) for one problem."""
-    prompt = build_prompt(engine.loaded.preset, engine.tokenizer, problem.prompt, problem.suffix)
+    prompt = build_prompt(engine.preset, engine.tokenizer, problem.prompt, problem.suffix)
     heal = prompt.heal_text
     before = problem.prompt[: len(problem.prompt) - len(heal)] if heal and problem.prompt.endswith(heal) else problem.prompt
     processors, timed, active = [], None, False
@@ -67,9 +67,8 @@ def complete_one(engine: Engine, problem, single_line: bool, use_grammar: bool) 
         active = proc.active
         timed = Timed(proc)
         processors = [timed]
-    params = SamplingParams(max_new_tokens=64 if single_line else 128, single_line=single_line)
-    text_ctx = TextContext(before, problem.suffix, single_line=single_line, max_new_tokens=params.max_new_tokens)
-    steps = list(engine.generate(prompt.ids, params, processors=processors, heal_text=heal, text_context=text_ctx))
+    params = SamplingParams(max_new_tokens=64 if single_line else 128, single_line=single_line, skip_text=heal)
+    steps = list(engine.generate(prompt.ids, params, healing_chain(engine.vocab, heal, processors)))
     return "".join(s.text for s in steps), (timed.times if timed else []), active
 
 

@@ -31,10 +31,10 @@ import torch
 from timed import Timed
 
 from codedec.context.fim import build_prompt as fim_prompt
-from codedec.decoding import TextContext
 from codedec.engine import Engine
 from codedec.loading import load_model
 from codedec.monitor import MonitorClient
+from codedec.prepare import healing_chain
 from codedec.processors.monitor import MonitorConfig, MonitorProcessor
 from codedec.sampling import SamplingParams
 
@@ -114,7 +114,7 @@ def main() -> None:
         sym = row.get("used_symbol") or row["extra"]["used_symbol"]
         cut = re.search(rf"\b{re.escape(sym)}\.", row["next_line"]).end() if args.cursor == "dot" else 0
         line_prefix = row["next_line"][:cut]
-        prompt = fim_prompt(engine.loaded.preset, engine.tokenizer, text + line_prefix, "",
+        prompt = fim_prompt(engine.preset, engine.tokenizer, text + line_prefix, "",
                             max_tokens=args.max_prompt_tokens + 64)
         lines = row["all_code"].split("\n")
         line_no = row.get("line_no") or row["extra"]["line_no"]
@@ -129,9 +129,8 @@ def main() -> None:
             if config == "monitor":
                 processors = [Timed(MonitorProcessor(engine.vocab, engine.stop_ids, before, "\n" + after_doc, str(path),
                                                      MonitorConfig(budget_ms=args.budget_ms), client=client))]
-            params = SamplingParams(max_new_tokens=48, single_line=True)
-            steps = list(engine.generate(prompt.ids, params, processors=processors, heal_text=heal,
-                                         text_context=TextContext(before, "\n" + after_doc, str(path), True)))
+            params = SamplingParams(max_new_tokens=48, single_line=True, skip_text=heal)
+            steps = list(engine.generate(prompt.ids, params, healing_chain(engine.vocab, heal, processors)))
             st["ms_tok"].append(steps[-1].metrics.ms_per_token)
             if processors:
                 st["proc_ms"].append(sum(processors[0].times) * 1000)

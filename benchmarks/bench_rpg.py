@@ -41,6 +41,7 @@ import torch
 from codedec.context.fim import build_prompt
 from codedec.engine import Engine
 from codedec.loading import load_model
+from codedec.prepare import healing_chain
 from codedec.processors.rpg import RPGConfig, RPGProcessor, repeated_lines, repetition_stats
 from codedec.sampling import SamplingParams
 
@@ -104,10 +105,10 @@ def parse_config(spec: str) -> tuple[str, RPGConfig | None]:
 
 def run(engine: Engine, cand: dict, cfg: RPGConfig | None, max_new: int) -> dict:
     """One greedy completion of ``cand`` (the path of ``complete()``, with a tuned RPG processor)."""
-    prompt = build_prompt(engine.loaded.preset, engine.tokenizer, cand["prefix"])
+    prompt = build_prompt(engine.preset, engine.tokenizer, cand["prefix"])
     processors = [] if cfg is None else [RPGProcessor(engine.vocab, engine.stop_ids, cfg)]
-    params = SamplingParams(max_new_tokens=max_new, stop_strings=tuple(cand["stops"]))
-    steps = list(engine.generate(prompt.ids, params, processors=processors, heal_text=prompt.heal_text))
+    params = SamplingParams(max_new_tokens=max_new, stop_strings=tuple(cand["stops"]), skip_text=prompt.heal_text)
+    steps = list(engine.generate(prompt.ids, params, healing_chain(engine.vocab, prompt.heal_text, processors)))
     text = "".join(s.text for s in steps)
     ids = [i for s in steps for i in s.token_ids]
     m = steps[-1].metrics

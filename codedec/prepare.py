@@ -100,7 +100,12 @@ def prepare(
             log.debug("cursor analysis failed; components use their own lexers", exc_info=True)
     context = ComponentContext(engine.vocab, tuple(engine.stop_ids), text, engine.tokenizer,
                                view=views[0] if views else None, cursor=cursor)
-    processors = build_processors(names, context)
-    if prompt.heal_text:  # first: when masks disagree the chain drops a later one, never healing
-        processors.insert(0, HealingProcessor(engine.vocab, prompt.heal_text.encode("utf-8")))
-    return Prepared(prompt.ids, params, ProcessorChain(processors, views), prompt.heal_text, prompt.mode)
+    chain = healing_chain(engine.vocab, prompt.heal_text, build_processors(names, context), views)
+    return Prepared(prompt.ids, params, chain, prompt.heal_text, prompt.mode)
+
+
+def healing_chain(vocab, heal_text: str, processors: Sequence, views: Sequence = ()) -> ProcessorChain:
+    """``processors`` behind token healing for ``heal_text`` (first: when masks disagree the chain
+    drops a later one, never healing); pair it with ``SamplingParams(skip_text=heal_text)``."""
+    head = [HealingProcessor(vocab, heal_text.encode("utf-8"))] if heal_text else []
+    return ProcessorChain(head + list(processors), views)

@@ -87,6 +87,9 @@ def walk_draft(
     advanced. Returns ``logits`` itself when no row changed, else a new tensor.
     """
     check_rows(logits, draft, parents)
+    if not draft:  # the every-step case: one row, no walk
+        new = score(logits[0])
+        return logits if new is None else new.unsqueeze(0)
     paths = _paths(parents if parents is not None else range(-1, len(draft) - 1))
     out = None
     on: list[int] = []  # draft nodes ``proc`` is currently advanced through, root first
