@@ -253,6 +253,9 @@ def main() -> None:
         print()
         cache.parent.mkdir(parents=True, exist_ok=True)
         cache.write_text(json.dumps(selected, indent=1))
+    if not selected:
+        print("no prompt repeats under plain decoding: nothing to compare (try more --humaneval / --repo-functions)")
+        return
     n_he = sum("problem" in c for c in selected)
     print(f"{len(selected)} prompts ({n_he} HumanEval, {len(selected) - n_he} repository), "
           f"max_new_tokens={args.max_new}, greedy")
