@@ -53,6 +53,8 @@ def run_cli(capsys, *argv):
         (lambda f: [f"{f}:1:1", "--model", "no-such-model"], "no-such-model"),
         (lambda f: [f"{f}:1:1", "--decoding", "bogus"], "unknown decoding component"),
         (lambda f: [f"{f.parent}:1:1"], "is a directory"),
+        (lambda f: [f"{f}:1:1", "--strategy", "bogus"], "unknown decoding strategy"),
+        (lambda f: [f"{f}:1:1", "--top-p", "0"], "top_p"),
     ],
 )
 def test_bad_input_is_one_message_and_exit_2(capsys, pyfile, make_args, message):
@@ -79,9 +81,21 @@ def test_json_output_on_tiny_random(capsys, pyfile):
     code, out, _ = run_cli(capsys, "complete", f"{pyfile}:2:5", "--model", "tiny-random", "--max-tokens", "5", "--json")
     assert code == 0
     data = json.loads(out)
-    for key in ("text", "tokens", "prompt_tokens", "reused_tokens", "ttft_ms", "ms_per_token", "finish_reason"):
+    for key in ("text", "raw_text", "tokens", "forwards", "prompt_tokens", "reused_tokens", "ttft_ms",
+                "ms_per_token", "finish_reason", "mode", "strategy"):
         assert key in data
-    assert data["tokens"] <= 5 and data["prompt_tokens"] > 0
+    assert data["tokens"] <= 5 and data["prompt_tokens"] > 0 and data["forwards"] >= 1
+
+
+def test_flags_map_onto_the_one_settings_type(pyfile):
+    """The CLI's knobs are ServerSettings fields, as the LSP settings and websocket options."""
+    from codedec.cli import build_parser, settings_from_complete_args
+
+    args = build_parser().parse_args(["complete", f"{pyfile}:1:1", "--top-k", "7", "--top-p", "0.9",
+                                      "--temperature", "0.5", "--seed", "3", "--single-line", "--no-heal"])
+    s = settings_from_complete_args(args)
+    assert (s.top_k, s.top_p, s.temperature, s.seed, s.line_mode, s.heal, s.time_budget_ms) == (
+        7, 0.9, 0.5, 3, "single", False, None)
 
 
 def test_streaming_output_on_tiny_random(capsys, pyfile):
