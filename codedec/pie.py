@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from codedec.cache import KVCache, common_prefix_len
-from codedec.forward import prefill
+from codedec.forward import Interrupted, prefill
 from codedec.kernels.rope_patch import rope_inv_freq
 from codedec.presets import rope_is_position_linear
 
@@ -210,7 +210,9 @@ def apply_edit(
        baseline of the benchmark, which keeps stale positions).
 
     ``should_stop`` is asked between the edited span's prefill chunks (``forward.prefill``); an
-    ``Interrupted`` edit, like a forward that fails half-way, resets the cache and re-raises.
+    ``Interrupted`` edit leaves the cache holding the common prefix and the chunks already encoded
+    (a prefix of ``new_ids``: the next request reuses it) and re-raises; a forward that fails
+    half-way resets the cache and re-raises.
     """
     if not 0.0 <= max_edit_fraction <= 1.0:
         raise ValueError(f"max_edit_fraction must be in [0, 1], got {max_edit_fraction}")
@@ -240,6 +242,8 @@ def apply_edit(
         cache.extend(moved)
         if rerotate and span.delta:
             shift_positions(cache, span.new_end, span.new_end + n, span.delta, spec, backend=backend)
+    except Interrupted:
+        raise  # between chunks: the cache holds the prefix and the chunks encoded, a prefix of new_ids
     except BaseException:
         cache.reset()
         raise

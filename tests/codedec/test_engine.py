@@ -246,6 +246,10 @@ def test_a_long_edit_is_cancellable(make_tiny):
     calls = _counting(loaded.model, lambda n: cancel.set())
     steps = list(engine.generate(new, SamplingParams(max_new_tokens=2), cancel=cancel, edit_aware=True))
     assert steps[-1].finish_reason == "cancelled" and len(calls) == 1
+    # The common prefix and the encoded chunk stay cached: the next request starts from them.
+    assert engine.cache.tokens == new[: 100 + 512]
+    again = list(engine.generate(new, SamplingParams(max_new_tokens=1)))
+    assert again[-1].metrics.reused_tokens == 100 + 512
 
 
 def test_forwards_are_counted(tiny):
