@@ -6,8 +6,8 @@ the prompt up by its last token(s); this processor then allows only tokens that 
 with the removed bytes ``heal`` — a token either covers all the still-pending bytes (and may go on
 past them) or is a prefix of them. Once the pending bytes are produced it lets everything through.
 
-The caller strips ``heal`` from the front of the generated text (the engine does, see
-``Engine.generate(heal_text=...)``).
+The caller strips ``heal`` from the front of the generated text (the decode state does, given
+``SamplingParams(skip_text=heal)``; ``codedec.prepare`` sets both up).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Golden outputs of the decode loop, recorded from the engine as it was before the strategy
-refactor (E7), so the plain strategy can be checked token-identical to it.
+refactor (E7, commit 946be5c), so the plain strategy can be checked token-identical to it.
 
-Run ``python tests/codedec/golden_engine.py`` to (re)record ``data/engine_golden.json``; only do
-that for a deliberate change of decoding behaviour, and say why in the commit.
+Run ``python tests/codedec/golden_engine.py`` to re-record ``data/engine_golden.json`` with the
+current code; only do that for a deliberate change of decoding behaviour, and say why in the
+commit.
 """
 
 from __future__ import annotations
@@ -44,15 +45,18 @@ PROCESSOR_PREFIX = "def fizzbuzz(n):\n    for i in range(1, n + 1):\n        if 
 
 
 def record_processors(loaded, engine_factory) -> dict:
-    """Greedy/sampled completions with grammar + RPG (processor chain on every step), through the
-    old engine's text-context arguments; the new path builds the same chain in the service."""
-    from codedec.complete import complete
+    """Greedy/sampled completions with grammar + RPG (+ healing) on every step, the chain built as
+    the service builds it (the original recording went through the pre-E7 engine's text-context
+    arguments)."""
+    from codedec.prepare import prepare
 
     engine = engine_factory(loaded)
     out = {}
     for names, kw in PROCESSOR_CASES:
-        done = complete(engine, PROCESSOR_PREFIX, "\n", max_new_tokens=32, decoding=names, **kw)
-        out[f"{names}/{kw.get('seed', 'greedy')}"] = done.token_ids
+        p = prepare(engine, PROCESSOR_PREFIX, "\n", max_tokens=32, decoding=names, block_end=False, **kw)
+        out[f"{names}/{kw.get('seed', 'greedy')}"] = [
+            t for s in engine.generate(p.prompt_ids, p.params, p.chain) for t in s.token_ids
+        ]
     return out
 
 
