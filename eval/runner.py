@@ -156,7 +156,8 @@ def run_eval(task: Task, engine: Any, configs: Sequence[RunConfig], settings: Ru
 
     ``engine`` is a ``codedec.engine.Engine``; completions go through the service pipeline the
     editors use (``codedec.complete``: prompt assembly, per-document cache and PIE — the document
-    key is the sample's file, else the task —, editor post-processing, single-line mode for
+    key is the sample's file, else the problem: unrelated problems never share a cache —, editor
+    post-processing, single-line mode for
     single-line tasks). Returns the summary dict written to ``summary.json``. Raises ValueError
     for bad settings or unknown decoding components.
     """
@@ -199,13 +200,14 @@ def run_eval(task: Task, engine: Any, configs: Sequence[RunConfig], settings: Ru
                 warmed.add(config)
             completion = complete(service, sample.prefix, sample.suffix, settings=knobs,
                                   single_line=task.single_line, stop_strings=task.stop_strings,
-                                  path=sample.path, doc=sample.path or task.name)
+                                  path=sample.path, doc=sample.path or f"{task.name}:{sample.task_id}")
             row = {
                 "fingerprint": prints[config], "config": config.label, "task_id": sample.task_id,
                 "repeat": repeat, **sample.meta, "completion": completion.text,
                 "new_tokens": len(completion.token_ids), "forwards": completion.forwards,
                 "prompt_tokens": completion.prompt_tokens,
-                "reused_tokens": completion.reused_tokens, "ttft_ms": completion.ttft_ms,
+                "reused_tokens": completion.reused_tokens, "edit_rotated": completion.stats.get("edit_rotated", 0),
+                "ttft_ms": completion.ttft_ms,
                 "total_ms": completion.total_ms, "ms_per_token": completion.ms_per_token,
                 "finish_reason": completion.finish_reason, **task.score(sample, completion.text),
             }
