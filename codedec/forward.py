@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 
+from codedec import draft_tree
 from codedec.cache import KVCache
 
 PREFILL_CHUNK = 512  # tokens per forward when encoding a long prompt: bounds activation memory
@@ -104,35 +105,14 @@ def verify_forward(model, cache: KVCache, ids: Sequence[int]) -> torch.Tensor:
     return _forward(model, cache, ids, keep=len(ids))
 
 
-def tree_depths(parents: Sequence[int]) -> list[int]:
-    """Depth of each node (a root child has depth 0). ``parents[i]`` is -1 (a child of the cached
-    context) or the index of an earlier node; raises ``ValueError`` otherwise."""
-    depths: list[int] = []
-    for i, p in enumerate(parents):
-        p = int(p)
-        if not -1 <= p < i:
-            raise ValueError(f"parents[{i}] = {p}: a parent must be -1 or an earlier node (< {i})")
-        depths.append(0 if p < 0 else depths[p] + 1)
-    return depths
-
-
-def tree_ancestors(parents: Sequence[int]) -> torch.Tensor:
-    """``anc[i, j]`` is True when node j is node i or one of its ancestors. -> bool [P, P]."""
-    n = len(parents)
-    anc = torch.eye(n, dtype=torch.bool)
-    for i, p in enumerate(parents):
-        if p >= 0:
-            anc[i] |= anc[p]
-    return anc
-
-
 @torch.inference_mode()
 def tree_forward(model, cache: KVCache, ids: Sequence[int], parents: Sequence[int]) -> torch.Tensor:
     """One forward over P draft nodes after the cached context; return logits [P, V].
 
-    1. depth(i) from ``parents`` (``tree_depths``), position of node i = ``len(cache) + depth(i)``;
+    1. depth(i) from ``parents`` (``draft_tree.depths``), position of node i = ``len(cache) +
+       depth(i)``;
     2. mask [1, 1, P, T + P]: every node sees the whole context (T cached positions) and, among
-       the nodes, only itself and its ancestors (``tree_ancestors``);
+       the nodes, only itself and its ancestors (``draft_tree.ancestors``);
     3. one forward; all P nodes are appended to the cache in node order — ``KVCache.keep`` then
        compacts it to the accepted path, whose keys already sit at their final positions (a path
        has depths 0, 1, 2, ..., exactly the positions it takes once compacted).
@@ -142,14 +122,14 @@ def tree_forward(model, cache: KVCache, ids: Sequence[int], parents: Sequence[in
     """
     if len(ids) != len(parents):
         raise ValueError(f"{len(ids)} ids but {len(parents)} parents")
-    depths = tree_depths(parents)
+    depths = draft_tree.depths(parents)
     device = model.device
     start = len(cache)
     dtype = getattr(model, "dtype", torch.float32)
     if not dtype.is_floating_point:
         dtype = torch.float32
     visible = torch.ones(len(ids), start + len(ids), dtype=torch.bool)  # [P, T + P]
-    visible[:, start:] = tree_ancestors(parents)
+    visible[:, start:] = draft_tree.ancestors(parents)
     mask = torch.zeros(visible.shape, dtype=dtype).masked_fill(~visible, torch.finfo(dtype).min)
     positions = start + torch.tensor(depths, dtype=torch.long, device=device)  # [P]
     return _forward(model, cache, ids, keep=len(ids), positions=positions, mask=mask[None, None].to(device))

@@ -30,6 +30,8 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from codedec import draft_tree
+
 log = logging.getLogger(__name__)
 
 
@@ -58,17 +60,7 @@ def check_rows(logits: torch.Tensor, draft: Sequence[int], parents: Sequence[int
     if parents is not None:
         if len(parents) != len(draft):
             raise ValueError(f"{len(draft)} draft tokens but {len(parents)} parents")
-        for j, p in enumerate(parents):
-            if not -1 <= p < j:
-                raise ValueError(f"parents[{j}] = {p}: a parent must be -1 or an earlier node (< {j})")
-
-
-def _paths(parents: Sequence[int]) -> list[list[int]]:
-    """Root-to-node index paths of every node (each ends with the node itself)."""
-    paths: list[list[int]] = []
-    for j, p in enumerate(parents):
-        paths.append((paths[p] if p >= 0 else []) + [j])
-    return paths
+        draft_tree.check_parents(parents)
 
 
 def walk_draft(
@@ -90,7 +82,7 @@ def walk_draft(
     if not draft:  # the every-step case: one row, no walk
         new = score(logits[0])
         return logits if new is None else new.unsqueeze(0)
-    paths = _paths(parents if parents is not None else range(-1, len(draft) - 1))
+    paths = draft_tree.paths(parents if parents is not None else range(-1, len(draft) - 1))
     out = None
     on: list[int] = []  # draft nodes ``proc`` is currently advanced through, root first
     try:

@@ -13,7 +13,9 @@ import pytest
 import torch
 
 from codedec.cache import KVCache
-from codedec.forward import decode_one, prefill, tree_ancestors, tree_depths, tree_forward
+from codedec.draft_tree import ancestors as tree_ancestors
+from codedec.draft_tree import depths as tree_depths
+from codedec.forward import decode_one, prefill, tree_forward
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TOL = {"rtol": 1e-4, "atol": 1e-4}
