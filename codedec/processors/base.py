@@ -137,11 +137,8 @@ class StatefulProcessor:
     def __call__(
         self, logits: torch.Tensor, draft: Sequence[int] = (), parents: Sequence[int] | None = None
     ) -> torch.Tensor:
-        if not draft:
-            check_rows(logits, draft)
-            return self.process_row(logits[0]).unsqueeze(0)
-        # A processor with derived state replays on rollback: walk a fork, which is cheaper.
-        walker = self.fork() if self.derived_state else self
+        # A processor with derived state replays on rollback: walk a draft on a fork, which is cheaper.
+        walker = self.fork() if draft and self.derived_state else self
         return walk_draft(walker, logits, draft, parents, walker.process_row)
 
     def advance(self, ids: Sequence[int]) -> None:

@@ -49,7 +49,7 @@ from codedec.processors.cursor import Cursor, analyse
 from codedec.processors.indent import COMMENT, IndentState, IndentTracker, indent_tables
 from codedec.processors.masking import as_numpy, mask_row_, writable_copy
 from codedec.processors.pylex import OP
-from codedec.processors.textview import TextView
+from codedec.processors.textview import TextView, adopt
 from codedec.vocab import Vocab
 
 log = logging.getLogger(__name__)
@@ -193,9 +193,7 @@ class GrammarProcessor:
         cur: Cursor = self.cursor
         if cur.broken:
             return self._off(cur.broken)
-        shared = self._shared_view
-        self.owns_view = shared is None or shared.region != cur.region or shared.tokens != 0
-        self.view = TextView(self.vocab, cur.region) if self.owns_view else shared
+        self.view, self.owns_view = adopt(self._shared_view, self.vocab, cur.region)
         self.started = True
         self._sync_tracker(IndentState())
         self.floor = cur.depth if cur.suffix_closes else 0

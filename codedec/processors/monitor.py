@@ -48,7 +48,7 @@ from codedec.processors.base import walk_draft
 from codedec.processors.cursor import Cursor, analyse
 from codedec.processors.masking import mask_row_, numpy_ok, writable_copy
 from codedec.processors.pylex import KEYWORD, KEYWORDS, NAME, OP, STRING
-from codedec.processors.textview import TextView
+from codedec.processors.textview import TextView, adopt
 from codedec.vocab import Vocab
 
 log = logging.getLogger(__name__)
@@ -149,8 +149,7 @@ class MonitorProcessor:
             self.region = cur.region
         except Exception:  # noqa: BLE001 - no cursor state: follow the generated text only
             log.debug("monitor: cursor analysis failed", exc_info=True)
-        self.owns_view = view is None or view.region != self.region or view.tokens != 0
-        self.view = TextView(vocab, self.region) if self.owns_view else view
+        self.view, self.owns_view = adopt(view, vocab, self.region)
         self._n = 0  # tokens accepted
         self._answers: dict[bytes, list[concurrent.futures.Future]] = {}
         self._masks: dict[tuple[bytes, bytes], np.ndarray | None] = {}

@@ -131,12 +131,13 @@ class StatementStream:
     docstring), read from a ``TextView``: ``sync()`` takes the lines the view finished since the
     last sync, token by token; ``rollback(n)`` forgets the statements of the last n tokens.
     Lines the view's region finished (before the generation) are not statements. Without a
-    ``view`` the stream has its own bytes-only one, fed by ``push(data)``."""
+    ``view`` the stream has its own one (of ``vocab``'s token bytes; fed by ``push(data)`` when
+    ``vocab`` is None)."""
 
-    def __init__(self, max_period: int = 8, view: TextView | None = None, owns_view: bool | None = None) -> None:
+    def __init__(self, max_period: int = 8, view: TextView | None = None, vocab: Vocab | None = None) -> None:
         self.max_period = max_period
-        self.owns_view = view is None if owns_view is None else owns_view
-        self.view = view if view is not None else TextView(None)
+        self.owns_view = view is None
+        self.view = view if view is not None else TextView(vocab)
         self.statements: list[Statement] = []
         self._marks: list[int] = []  # statements after each synced token
 
@@ -281,8 +282,7 @@ class RPGProcessor:
         self.vocab = vocab
         self.config = config or RPGConfig()
         self.stop_ids = np.array(sorted(set(stop_ids)), dtype=np.int64)
-        self.stream = StatementStream(self.config.max_period, view if view is not None else TextView(vocab),
-                                      owns_view=view is None)
+        self.stream = StatementStream(self.config.max_period, view, vocab)
         self._index = stripped_index(vocab)
         self._log_decay = math.log(self.config.decay)
         self._cache: dict[int, tuple[np.ndarray, float, float] | None] = {}

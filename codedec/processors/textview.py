@@ -75,3 +75,11 @@ class TextView:
 
     def reset(self) -> None:
         self.rollback(self.tokens)
+
+
+def adopt(shared: TextView | None, vocab: Vocab | None, region: bytes) -> tuple[TextView, bool]:
+    """(the view a processor reads, whether it owns it): ``shared`` when it is a fresh view of
+    this ``region`` (the chain moves it), else a new own view of ``region``."""
+    if shared is not None and shared.region == region and shared.tokens == 0:
+        return shared, False
+    return TextView(vocab, region), True
