@@ -152,7 +152,7 @@ class Engine:
         def elapsed() -> float:
             return (time.perf_counter() - t0) * 1000.0
 
-        def should_stop() -> str | None:  # asked between prefill chunks
+        def should_stop() -> str | None:  # asked between prefill chunks and between steps
             if cancel is not None and cancel.is_set():
                 return "cancelled"
             if params.max_time_ms is not None and elapsed() >= params.max_time_ms:
@@ -182,11 +182,9 @@ class Engine:
         metrics.prefill_ms = elapsed()
 
         while finish is None and state.finish_reason is None:
-            if cancel is not None and cancel.is_set():
-                finish = "cancelled"
-                break
-            if params.max_time_ms is not None and state.ids and elapsed() >= params.max_time_ms:
-                finish = "time"
+            reason = should_stop()
+            if reason == "cancelled" or (reason == "time" and state.ids):  # at least one token in time
+                finish = reason
                 break
             before = len(state.ids)
             try:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
-from codedec.cache import KVCache
+from codedec.cache import KVCache, common_prefix_len
 from codedec.detokenize import IncrementalDetokenizer
 from codedec.forward import prefill
 from codedec.processors import ProcessorChain
@@ -51,7 +51,7 @@ class DecodeState:
     ) -> None:
         if len(prompt_ids) == 0:
             raise ValueError("the prompt is empty: at least one token id is needed")
-        if len(cache) > len(prompt_ids) or list(cache.tokens) != list(prompt_ids[: len(cache)]):
+        if common_prefix_len(cache.tokens, prompt_ids) != len(cache):
             raise ValueError(f"the cache ({len(cache)} tokens) does not hold a prefix of the prompt")
         self.model = model
         self.cache = cache
@@ -129,9 +129,8 @@ class DecodeState:
             if self.rng is not None:
                 self.rng.mark(len(accepted))
             self.logits = None
-        end = len(self.prompt_ids) + len(self.ids)
-        if len(self.cache) > end:  # a verified draft ran past what was accepted
-            self.cache.crop(end)
+        if len(self.cache) > self.length:  # a verified draft ran past what was accepted
+            self.cache.crop(self.length)
         return stop_at
 
     def rollback(self, n: int) -> None:
@@ -151,9 +150,8 @@ class DecodeState:
         del self._safe_marks[len(self._safe_marks) - n :]
         self.shown = min(self.shown, self.safe_len)
         self.finish_reason = None
-        end = len(self.prompt_ids) + len(self.ids)
-        if len(self.cache) >= end:  # the logits after `end` are gone: feed its last token again
-            self.cache.crop(end - 1)
+        if len(self.cache) >= self.length:  # the logits after the end are gone: feed its last token again
+            self.cache.crop(self.length - 1)
         self.logits = None
 
     def fork(self) -> DecodeState:
@@ -170,19 +168,9 @@ class DecodeState:
         return other
 
     def reset(self) -> None:
-        """Back to no generated tokens (every part reset; the cache keeps the prompt)."""
-        self.ids = []
-        self.chain.reset()
-        self.detok.reset()
-        self.stopper.reset()
-        if self.rng is not None:
-            self.rng.reset()
-        self.safe_len = self.shown = 0
-        self._safe_marks = []
+        """Back to no generated tokens: every part rolled back to where it started."""
+        self.rollback(len(self.ids))
         self.finish_reason = "length" if self.params.max_new_tokens == 0 else None
-        if len(self.cache) >= len(self.prompt_ids):
-            self.cache.crop(len(self.prompt_ids) - 1)
-        self.logits = None
 
     # ---- model --------------------------------------------------------------------------------
     @property

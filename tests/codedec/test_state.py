@@ -221,3 +221,11 @@ def test_rng_rollback_and_fork():
     assert torch.equal(torch.rand(1, generator=fork.torch), torch.rand(1, generator=Rng(7).fork().torch)) is False
     assert more.shape == (1,)
 
+
+
+def test_reset_starts_the_generation_again(tiny):
+    state = make_state(tiny)
+    first = run(state, 10)
+    state.reset()
+    assert state.ids == [] and state.text == "" and state.finish_reason is None
+    assert run(state, 10) == first  # same processors, generator and cache state as at the start
