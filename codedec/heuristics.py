@@ -71,20 +71,27 @@ def decide_mode(prefix: str, suffix: str, line_mode: str = "auto") -> str:
     return SINGLE
 
 
+def last_code_line(text: str) -> str:
+    """The last line of ``text`` with a non-blank character ("" if none), searched from the end
+    (a prompt's prefix can be a whole file)."""
+    end = len(text)
+    while end >= 0:
+        start = text.rfind("\n", 0, end) + 1
+        if text[start:end].strip():
+            return text[start:end]
+        end = start - 1
+    return ""
+
+
 def block_floor(prefix: str, tab_width: int = 4) -> int:
     """The indentation (columns) below which a multi-line completion at the end of ``prefix`` has
     left the cursor's block: the indentation of the cursor's line when it has text before the
-    cursor, else of the last non-blank line above — plus one level when that line opens a block
-    (``def f(x):``). 0 at the top level (nothing ends the completion early)."""
+    cursor, else of the last non-blank line above — one column more when that line opens a block
+    (``def f(x):``: its body is indented deeper, by whatever unit the file uses). 0 at the top
+    level (nothing ends the completion early)."""
     before = line_prefix(prefix)
-    ref = before
-    if not before.strip():
-        above = [ln for ln in prefix[: len(prefix) - len(before)].split("\n") if ln.strip()]
-        if not above:
-            return 0
-        ref = above[-1]
-    lead = ref[: len(ref) - len(ref.lstrip(" \t"))]
-    width = len(lead.expandtabs(tab_width))
-    if ref.rstrip().endswith(BLOCK_OPENERS):
-        width += tab_width
-    return width
+    ref = before if before.strip() else last_code_line(prefix[: len(prefix) - len(before)])
+    if not ref:
+        return 0
+    width = len(ref[: len(ref) - len(ref.lstrip(" \t"))].expandtabs(tab_width))
+    return width + 1 if ref.rstrip().endswith(BLOCK_OPENERS) else width

@@ -17,7 +17,7 @@ Pure functions; ``finalize`` applies them in this order:
 
 from __future__ import annotations
 
-from codedec.heuristics import BLOCK_OPENERS, SINGLE, line_prefix, line_suffix
+from codedec.heuristics import BLOCK_OPENERS, SINGLE, last_code_line, line_prefix, line_suffix
 
 CLOSERS = {")": "(", "]": "[", "}": "{"}
 QUOTES = "\"'`"
@@ -72,8 +72,7 @@ def fix_indentation(completion: str, prefix: str) -> str:
         out.append(lead + line[len(_lead(line)) :])
     before = line_prefix(prefix)
     if before and not before.strip():
-        above = [ln for ln in prefix[: len(prefix) - len(before)].split("\n") if ln.strip()]
-        prev = above[-1] if above else ""
+        prev = last_code_line(prefix[: len(prefix) - len(before)])
         allowed = _width(_lead(prev)) + (_width(unit) if prev.rstrip().endswith(BLOCK_OPENERS) else 0)
         extra = _width(_lead(out[0]))
         over = _width(before) + extra - allowed

@@ -50,3 +50,25 @@ def test_line_helpers():
     assert word_before("x.") == ""
     with pytest.raises(ValueError, match="line_mode"):
         decide_mode("x", "", "paragraph")
+
+
+def test_block_floor():
+    from codedec.heuristics import block_floor, last_code_line
+
+    doc = 'import math\n\n\ndef is_prime(n: int) -> bool:\n    """Doc."""\n'
+    assert block_floor(doc) == 4  # after the docstring: the function body
+    assert block_floor("def f(x):") == 1 and block_floor("class A:\n  def f(self):\n") == 3
+    assert block_floor("x = 1\n") == 0 and block_floor("") == 0 and block_floor("\n\n") == 0
+    assert last_code_line("a\n  \nb\n\n") == "b" and last_code_line(" \n") == ""
+
+
+def test_a_two_space_body_stays_in_its_block():
+    """The floor after a block opener is one column deeper, whatever the file's indent unit: a
+    2-space body is not cut at its second line (it was, with a 4-column floor)."""
+    from codedec.heuristics import block_floor
+    from codedec.stopping import TextStopper
+
+    stopper = TextStopper(min_indent=block_floor("def f():\n"))
+    assert not stopper.check("  x = 1\n  return x\n").stopped
+    check = TextStopper(min_indent=block_floor("def f():\n")).check("  x = 1\n  return x\nprint(f())")
+    assert check.stopped and check.block_end and check.safe_len == len("  x = 1\n  return x")
