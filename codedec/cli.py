@@ -117,6 +117,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
         mode = MULTI if settings.line_mode == MULTI else SINGLE
     loaded = _load(settings.model)
     service = CompletionService(Engine(loaded), warmup=None)
+    file = str(cursor.path.resolve())  # names the file for the monitor and keys its cache
 
     def stream(delta: str) -> None:
         sys.stdout.write(delta)
@@ -124,7 +125,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
 
     try:
         result = complete(service, prefix, suffix, settings=settings, single_line=mode == SINGLE,
-                          path=str(cursor.path.resolve()), doc=str(cursor.path.resolve()),
+                          path=file, doc=file,
                           on_delta=None if args.json else stream)
     except ValueError as err:
         raise CliError(str(err)) from None

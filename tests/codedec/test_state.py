@@ -8,6 +8,7 @@ import torch
 
 from codedec.cache import KVCache
 from codedec.detokenize import IncrementalDetokenizer
+from codedec.engine import Engine
 from codedec.prepare import prepare
 from codedec.processors import ProcessorChain
 from codedec.sampling import Rng, SamplingParams
@@ -21,14 +22,9 @@ PREFIX = "class Stack:\n    def __init__(self):\n        self.items = []\n\n    
 DECODING = "rpg,min-tokens,no-fences,grammar"
 
 
-class _Engine:  # what prepare() reads
-    def __init__(self, loaded):
-        self.preset, self.tokenizer = loaded.preset, loaded.tokenizer
-        self.vocab, self.stop_ids = vocab_for(loaded.tokenizer), tuple(loaded.stop_token_ids)
-
 
 def make_state(loaded, temperature=1.0, max_tokens=40, decoding=DECODING) -> DecodeState:
-    prepared = prepare(_Engine(loaded), PREFIX, "\n", max_tokens=max_tokens, decoding=decoding,
+    prepared = prepare(Engine(loaded), PREFIX, "\n", max_tokens=max_tokens, decoding=decoding,
                        temperature=temperature, seed=5, stop_strings=("<END>",))
     state = DecodeState(loaded.model, KVCache(loaded.model.config), prepared.prompt_ids, prepared.params,
                         prepared.chain, vocab_for(loaded.tokenizer), loaded.stop_token_ids)

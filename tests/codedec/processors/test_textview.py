@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 from protocol_checks import assert_draft_rows_match_sequential, assert_fork_and_rollback_leave_no_trace
 
+from codedec.engine import Engine
 from codedec.prepare import prepare
 from codedec.processors.textview import TextView
 from codedec.vocab import vocab_for
@@ -13,16 +14,11 @@ from codedec.vocab import vocab_for
 PREFIX = "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, x):\n"
 
 
-class _Engine:  # what prepare() reads
-    def __init__(self, loaded):
-        self.preset, self.tokenizer = loaded.preset, loaded.tokenizer
-        self.vocab, self.stop_ids = vocab_for(loaded.tokenizer), tuple(loaded.stop_token_ids)
-
 
 def test_code_readers_share_one_lexer_view(tiny):
     """grammar, monitor and rpg built by prepare() read one TextView that the chain moves once per
     token; the chain's draft rows and fork/rollback keep it exact."""
-    prepared = prepare(_Engine(tiny), PREFIX, "\n", max_tokens=40, decoding="rpg,grammar,monitor")
+    prepared = prepare(Engine(tiny), PREFIX, "\n", max_tokens=40, decoding="rpg,grammar,monitor")
     chain = prepared.chain
     assert len(chain.views) == 1 and isinstance(chain.views[0], TextView)
     readers = [p for p in chain.processors if type(p).__name__ in ("RPGProcessor", "GrammarProcessor",
