@@ -38,7 +38,6 @@ class Completion:
     heal_text: str = ""
     prompt_mode: str = "prefix"
     raw_text: str = ""
-    error: str | None = None
     stats: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def as_dict(self) -> dict:
