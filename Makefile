@@ -9,9 +9,22 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 
 NPM_STAMP := vscode-extension/node_modules/.codedec-npm-ci
 
-.PHONY: install demo test vscode lint bench clean
+.PHONY: install bubblewrap demo test vscode lint bench clean
 
-install: $(STAMP)
+install: $(STAMP) bubblewrap
+
+# The eval sandbox confines generated code with bubblewrap (Debian: bubblewrap). Installed with
+# apt when running as root; otherwise a note (the sandbox then falls back, loudly, to weaker isolation).
+bubblewrap:
+	@command -v bwrap >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "codedec: installing bubblewrap (the eval sandbox) with apt-get"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q bubblewrap >/dev/null; }; \
+	  else \
+	    echo "codedec: NOTE bubblewrap (bwrap) is not installed; the eval sandbox will not confine the filesystem." \
+	         "Install it: sudo apt-get install bubblewrap" >&2; \
+	  fi; }
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -121,6 +121,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     with console.status(f"loading {args.model} ..."):
         loaded = load_model(args.model)
     task = _make_task(args, loaded)
+    if args.task != "repobench":  # these run generated code
+        from codedec_eval.isolation import probe_isolation
+
+        iso = probe_isolation(sys.executable)
+        style = "" if iso.bwrap else "bold red"
+        console.print(f"sandbox: {iso.describe()}", style=style, soft_wrap=True)
     name = task.name + (f"-{args.split}" if args.task == "humaneval-infilling" else "")
     out = args.out or Path("runs") / name / loaded.name.replace("/", "_")
     settings = RunSettings(max_new_tokens=args.max_new_tokens, temperature=args.temperature,

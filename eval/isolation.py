@@ -17,6 +17,15 @@ used, both when available:
   that uid and so is shared by concurrent runs. If that uid cannot search the
   interpreter's directory, the launcher keeps ``CAP_DAC_READ_SEARCH`` (read-only access).
 
+The filesystem is confined by **bubblewrap** (``bwrap``, Debian's ``bubblewrap``) where it is
+installed and works: a new user, pid, network, IPC and UTS namespace; a root built from a
+read-only ``/usr`` (and the interpreter's prefix, staged by the root launcher since the
+dropped uid cannot search ``/root``), a few ``/etc`` files and nothing else of the host — no ``/home``, no
+``/root``, no host ``/tmp`` or sockets, no ``/etc/shadow``; a fresh ``/proc`` of the new
+pid namespace; private size-limited tmpfs for the work directory, ``/tmp`` and
+``/dev/shm`` (the disk quota). Without bubblewrap the sandbox falls back, loudly, to the
+namespaces and uid drop below, under which the program can read what the harness can.
+
 A non-root harness gets ``RLIMIT_NPROC`` directly (set to the user's current process count
 plus the budget, since the limit counts all of the user's processes). Network isolation is
 ``unshare(CLONE_NEWNET)`` (with ``CLONE_NEWUSER`` when not root). Everything is probed by
@@ -45,6 +54,9 @@ NOBODY_UID = 65534
 NOBODY_GID = 65534
 CGROUP_PREFIX = "codedec-sbx-"
 WORKDIR_PREFIX = "codedec-sbx-"
+INSIDE_WORKDIR = "/codedec-sbx-work"  # the program's working directory inside bubblewrap
+_SYSTEM_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")  # merged-/usr symlinks, or dirs
+_ETC_FILES = ("ld.so.cache", "localtime", "nsswitch.conf")
 _cgroup_ids = itertools.count()
 
 
@@ -58,6 +70,7 @@ class Isolation:
     drop_gid: int | None = None
     read_caps: bool = False  # keep CAP_DAC_READ_SEARCH after dropping the uid
     pids_cgroup: str | None = None  # directory in which per-run pids cgroups are made
+    bwrap: str | None = None  # bubblewrap's path: filesystem confinement (see the module docstring)
 
     @property
     def nproc_enforced(self) -> bool:
@@ -66,6 +79,12 @@ class Isolation:
 
     def describe(self) -> str:
         parts = []
+        if self.bwrap:
+            parts.append("bubblewrap: read-only system, private /tmp /dev/shm and work dir with a disk quota, "
+                         "no host /proc or files, user/pid/net/ipc namespaces")
+        else:
+            parts.append("NO filesystem isolation (bubblewrap missing or not working: the program can read "
+                         "what the harness can)")
         if self.pids_cgroup:
             parts.append(f"pids cgroup under {self.pids_cgroup}")
         if self.drop_uid is not None:
@@ -86,14 +105,50 @@ def minimal_env(workdir: str) -> dict[str, str]:
             "HOME": workdir, "TMPDIR": workdir}
 
 
+def bwrap_spec(bwrap: str, python: str, disk_mb: int) -> dict[str, object]:
+    """The bubblewrap command line the launcher completes with the fds it opens as root.
+
+    ``pre``/``post`` go before/after the launcher's ``--ro-bind`` (``binds``: the interpreter's
+    prefix) and ``--file`` (the program) arguments; the program runs as ``python -I`` on the real
+    interpreter behind ``python`` (a venv's interpreter without the venv: generated code
+    gets the standard library only).
+    """
+    real = os.path.realpath(python)
+    prefix = os.path.dirname(os.path.dirname(real))
+    size = str(disk_mb << 20)
+    pre = ["--unshare-all", "--unshare-user", "--disable-userns", "--die-with-parent", "--new-session",
+           "--clearenv"]
+    for key, value in minimal_env(INSIDE_WORKDIR).items():
+        pre += ["--setenv", key, value if key != "TMPDIR" else "/tmp"]
+    pre += ["--ro-bind", "/usr", "/usr"]
+    for name in _SYSTEM_LINKS:
+        path = "/" + name
+        if os.path.islink(path):
+            pre += ["--symlink", os.readlink(path), path]
+        elif os.path.isdir(path):
+            pre += ["--ro-bind", path, path]
+    for name in _ETC_FILES:
+        pre += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    pre += ["--proc", "/proc", "--dev", "/dev"]
+    for path in ("/tmp", "/dev/shm", INSIDE_WORKDIR):
+        pre += ["--size", size, "--perms", "1777" if path != INSIDE_WORKDIR else "0755", "--tmpfs", path]
+    binds = [] if prefix == "/usr" or prefix.startswith("/usr/") else [[prefix, prefix]]
+    return {"path": bwrap, "pre": pre, "binds": binds, "post": ["--chdir", INSIDE_WORKDIR, "--remount-ro", "/"],
+            "python": real, "program": f"{INSIDE_WORKDIR}/program.py"}
+
+
 def launch(python: str, program: str, workdir: str, iso: Isolation, rlimits: dict[str, tuple[int, int]],
-           cgroup: RunCgroup | None) -> subprocess.Popen[bytes]:
-    """Start the launcher on ``program`` in a new session; stdout/stderr are pipes, stdin is null."""
+           cgroup: RunCgroup | None, disk_mb: int = 64) -> subprocess.Popen[bytes]:
+    """Start the launcher on ``program`` in a new session; stdout/stderr are pipes, stdin is null.
+
+    ``disk_mb``: under bubblewrap, the size of each private tmpfs (work dir, /tmp, /dev/shm).
+    """
     import json
 
     cfg = {"python": python, "program": program, "netns": iso.netns, "pidns": iso.pidns, "rlimits": rlimits,
            "drop_uid": iso.drop_uid, "drop_gid": iso.drop_gid, "read_caps": iso.read_caps,
-           "cgroup_procs": cgroup.procs_file if cgroup else None}
+           "cgroup_procs": cgroup.procs_file if cgroup else None,
+           "bwrap": bwrap_spec(iso.bwrap, python, disk_mb) if iso.bwrap else None}
     return subprocess.Popen(
         [python, "-I", "-S", LAUNCHER, json.dumps(cfg)], cwd=workdir, env=minimal_env(workdir),
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -274,6 +329,26 @@ def kill_run(root: int, spare_root: bool, rounds: int = 50) -> None:
         time.sleep(0.005)
 
 
+def sandbox_process_count() -> int:
+    """Live processes started by the sandbox, wherever they are in the process tree: their
+    command line names a ``codedec-sbx-`` work directory (the launcher's, or the program's
+    path inside bubblewrap)."""
+    count = 0
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"/proc/{name}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if WORKDIR_PREFIX.encode() in cmdline and state != "Z":
+            count += 1
+    return count
+
+
 def user_process_count() -> int:
     """Number of processes (threads count too for RLIMIT_NPROC, roughly) of this real uid."""
     uid, count = os.getuid(), 0
@@ -293,6 +368,11 @@ _PROBE_PROGRAM = "import os\nprint(os.getuid())\n"
 
 
 def _try(python: str, iso: Isolation) -> bool:
+    return _attempt(python, iso)[0]
+
+
+def _attempt(python: str, iso: Isolation) -> tuple[bool, str]:
+    """Run the probe program under ``iso``: (it worked, the end of its stderr)."""
     workdir = make_workdir(iso)
     cgroup = None
     try:
@@ -306,15 +386,16 @@ def _try(python: str, iso: Isolation) -> bool:
         except subprocess.TimeoutExpired:
             kill_run(proc.pid, spare_root=False)
             proc.communicate()
-            return False
+            return False, "probe timed out"
         want = str(iso.drop_uid) if iso.drop_uid is not None else None
         ok = proc.returncode == 0 and (want is None or out.decode().strip() == want)
+        tail = err.decode(errors="replace")[-300:].strip()
         if not ok:
-            log.debug("sandbox probe %s failed: rc=%s %s", iso, proc.returncode, err.decode()[-300:])
-        return ok
+            log.debug("sandbox probe %s failed: rc=%s %s", iso, proc.returncode, tail)
+        return ok, tail
     except OSError as exc:
         log.debug("sandbox probe %s failed: %s", iso, exc)
-        return False
+        return False, str(exc)
     finally:
         if cgroup:
             cgroup.remove()
@@ -329,9 +410,10 @@ def _first_working(python: str, options: list[Isolation]) -> Isolation | None:
 def probe_isolation(python: str) -> Isolation:
     """The strongest :class:`Isolation` under which ``python`` runs a program here (cached).
 
-    Greedy, one dimension at a time (about four tiny runs): pids cgroup; then, as root,
-    the unprivileged uid without and with ``CAP_DAC_READ_SEARCH``; then the namespaces
-    (network + pid, pid, network).
+    Greedy, one dimension at a time (about four tiny runs): pids cgroup; then bubblewrap
+    (as root with the unprivileged uid), and if it works that is the answer; otherwise,
+    with a warning, as root the unprivileged uid without and with ``CAP_DAC_READ_SEARCH``,
+    then the namespaces (network + pid, pid, network).
     """
     cgroup_parent = find_pids_cgroup()
     base = Isolation()
@@ -340,6 +422,19 @@ def probe_isolation(python: str) -> Isolation:
     elif not _try(python, base):
         log.warning("sandbox: the launcher does not run here; every run will report an error")
         return base
+    bwrap = shutil.which("bwrap")
+    if bwrap:
+        drop = {"drop_uid": NOBODY_UID, "drop_gid": NOBODY_GID} if os.geteuid() == 0 else {}
+        confined = replace(base, bwrap=bwrap, netns=True, pidns=True, **drop)
+        ok, why = _attempt(python, confined)
+        if ok:
+            log.info("sandbox isolation: %s", confined.describe())
+            return confined
+        log.warning("sandbox: bubblewrap (%s) does not run here (%s); generated code will NOT have its "
+                    "filesystem confined", bwrap, why or "no detail")
+    else:
+        log.warning("sandbox: bubblewrap (bwrap) is not installed, so generated code can read every file the "
+                    "harness can and write outside its work dir; install it (Debian: apt-get install bubblewrap)")
     if os.geteuid() == 0:
         users = [replace(base, drop_uid=NOBODY_UID, drop_gid=NOBODY_GID, read_caps=caps) for caps in (False, True)]
         base = _first_working(python, users) or base

@@ -3,7 +3,10 @@
 The only entry point for executing model output (HumanEval tests, infilling checks).
 Nothing here ever ``exec``\\ s code in the harness process. What a run gets:
 
-* a fresh private temporary working directory, deleted afterwards;
+* where bubblewrap works (:mod:`codedec_eval.isolation`): a read-only view of the system and
+  nothing else of the host, a private size-limited work directory, ``/tmp`` and ``/dev/shm``
+  (``max_disk_mb`` each), no network, no host ``/proc``, an unprivileged uid without
+  capabilities; without it (a loud warning) a private work directory on the host;
 * ``python -I`` (isolated mode: no ``PYTHON*`` variables, no user site, no script dir on
   ``sys.path``) with a minimal environment and stdin from ``/dev/null``;
 * rlimits: address space (``memory_mb``), CPU seconds (timeout + 1, then SIGKILL), file
@@ -15,10 +18,16 @@ Nothing here ever ``exec``\\ s code in the harness process. What a run gets:
 * output read through a bounded buffer: only the last ``max_output_bytes`` of each stream
   are kept, and a program whose total output exceeds that is killed.
 
-It is not a security boundary against a determined attacker (the same kernel, and the
-program can read what the harness's uid — or CAP_DAC_READ_SEARCH — can read); it is a
-guard against the accidents generated code makes: infinite loops, huge allocations, fork
-loops, output floods, stray files and sockets.
+A run passes only when the program reaches its end: the sandbox appends a line that
+writes a per-run random sentinel to stdout, and ``passed`` needs exit status 0 *and* the
+sentinel (a ``sys.exit(0)`` or ``os._exit(0)`` before the checks is a failure). The
+sentinel is stripped from ``stdout_tail``.
+
+Under bubblewrap it is a real sandbox for the mistakes and mischief of generated code
+(reading secrets, writing outside, leaving files, sockets, fork and memory bombs, killing
+the harness); it is not hardened against kernel exploits (same kernel, no seccomp filter),
+and the sentinel guards against early exits, not against code that reads its own program
+file to forge it.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import secrets
 import selectors
 import shutil
 import signal
@@ -61,9 +71,9 @@ _HELPERS = 2  # the launcher and its pid-namespace init count against the proces
 class SandboxResult:
     """How one run ended.
 
-    ``status``: ``passed`` (exit 0), ``failed`` (non-zero exit: an exception, a failed
-    assert, MemoryError under the address-space limit, a fork refused by the process
-    limit), ``timeout`` (wall-clock limit, or the CPU limit's SIGXCPU), ``killed`` (ended
+    ``status``: ``passed`` (exit 0 after the last line of the program), ``failed`` (non-zero
+    exit: an exception, a failed assert, MemoryError under the address-space limit, a fork
+    refused by the process limit; or exit 0 before the end), ``timeout`` (wall-clock limit, or the CPU limit's SIGXCPU), ``killed`` (ended
     by another signal), ``output_limit`` (killed for printing more than allowed), ``error``
     (the sandbox itself could not start the program; not the program's fault).
     ``returncode`` is the exit status (negative: the signal), None if unknown.
@@ -97,9 +107,16 @@ class _Tail:
         return self.buf.decode("utf-8", errors="replace")
 
 
+def _with_sentinel(code: str, sentinel: str) -> str:
+    """``code`` followed by a top-level statement that writes ``sentinel`` on a line of its own."""
+    return (f"{code}\n\nimport sys as _codedec_sys\n"
+            f"try:\n    _codedec_sys.stdout.flush()\nexcept Exception:\n    pass\n"
+            f"_codedec_sys.__stdout__.write('\\n{sentinel}\\n')\n_codedec_sys.__stdout__.flush()\n")
+
+
 def run_program(code: str, *, timeout_s: float = 10.0, memory_mb: int = 1024,
                 max_output_bytes: int = 64_000, max_procs: int = 32, max_file_mb: int = 16,
-                python: str | None = None) -> SandboxResult:
+                max_disk_mb: int = 64, python: str | None = None) -> SandboxResult:
     """Run ``code`` as a Python program in the sandbox and wait at most ``timeout_s`` (+ cleanup).
 
     1. Probe (once per interpreter) which isolation works; make a workdir and, when
@@ -111,12 +128,14 @@ def run_program(code: str, *, timeout_s: float = 10.0, memory_mb: int = 1024,
     4. Kill everything that belongs to the run, reap, remove the cgroup and the workdir.
 
     ``wall_ms`` runs from the launch to the program's end (interpreter start-up included,
-    about 30-60 ms). Safe to call from several threads at once. Raises ValueError for
+    about 30-60 ms; bubblewrap adds about 10 ms). ``max_disk_mb`` bounds each private tmpfs
+    under bubblewrap. Safe to call from several threads at once. Raises ValueError for
     non-positive limits; every outcome of the program is a result.
     """
-    if timeout_s <= 0 or memory_mb <= 0 or max_output_bytes <= 0 or max_procs <= 0 or max_file_mb <= 0:
+    if min(timeout_s, memory_mb, max_output_bytes, max_procs, max_file_mb, max_disk_mb) <= 0:
         raise ValueError(f"sandbox limits must be positive: timeout_s={timeout_s} memory_mb={memory_mb} "
-                         f"max_output_bytes={max_output_bytes} max_procs={max_procs} max_file_mb={max_file_mb}")
+                         f"max_output_bytes={max_output_bytes} max_procs={max_procs} max_file_mb={max_file_mb} "
+                         f"max_disk_mb={max_disk_mb}")
     python = python or sys.executable
     iso = probe_isolation(python)
     workdir = make_workdir(iso)
@@ -125,19 +144,24 @@ def run_program(code: str, *, timeout_s: float = 10.0, memory_mb: int = 1024,
     start = time.monotonic()
     try:
         program = os.path.join(workdir, "program.py")
-        Path(program).write_text(code, encoding="utf-8")
+        sentinel = f"codedec-sandbox-done-{secrets.token_hex(16)}"
+        Path(program).write_text(_with_sentinel(code, sentinel), encoding="utf-8")
         if iso.pids_cgroup:
             cgroup = RunCgroup.create(iso.pids_cgroup, max_procs + _HELPERS)
         rlimits = _rlimits(iso, timeout_s, memory_mb, max_procs, max_file_mb)
         start = time.monotonic()
-        proc = launch(python, program, workdir, iso, rlimits, cgroup)
+        proc = launch(python, program, workdir, iso, rlimits, cgroup, disk_mb=max_disk_mb)
         out, err = _Tail(max_output_bytes), _Tail(max_output_bytes)
         reason, end = _pump(proc, start + timeout_s, out, err, max_output_bytes,
                             lambda: _kill_run(proc, cgroup))
         wall_ms = (end - start) * 1000.0
         _kill_run(proc, cgroup)
         _reap(proc)
-        return _judge(reason, proc.returncode, out.text(), err.text(), wall_ms, timeout_s, max_output_bytes)
+        rc = proc.returncode
+        if iso.bwrap and rc is not None and rc > 128 and rc - 128 in signal.valid_signals():
+            rc = 128 - rc  # bubblewrap ends with 128 + N when the program died of signal N
+        stdout, finished = _strip_sentinel(out.text(), sentinel)
+        return _judge(reason, rc, stdout, err.text(), wall_ms, timeout_s, max_output_bytes, finished)
     except OSError as exc:
         log.warning("sandbox could not run the program: %s", exc)
         return SandboxResult("error", None, "", "", (time.monotonic() - start) * 1000.0, f"sandbox: {exc}")
@@ -211,8 +235,13 @@ def _pump(proc: subprocess.Popen[bytes], deadline: float, out: _Tail, err: _Tail
         sel.close()
 
 
+def _strip_sentinel(stdout: str, sentinel: str) -> tuple[str, bool]:
+    line = f"\n{sentinel}\n"
+    return stdout.replace(line, ""), line in stdout
+
+
 def _judge(reason: str | None, rc: int | None, stdout: str, stderr: str, wall_ms: float,
-           timeout_s: float, cap: int) -> SandboxResult:
+           timeout_s: float, cap: int, finished: bool) -> SandboxResult:
     def result(status: Status, detail: str = "") -> SandboxResult:
         return SandboxResult(status, rc, stdout, stderr, wall_ms, detail)
 
@@ -222,8 +251,12 @@ def _judge(reason: str | None, rc: int | None, stdout: str, stderr: str, wall_ms
         return result("output_limit", f"more than {cap} bytes of output")
     if rc == SETUP_FAILED and SETUP_MARKER in stderr:
         return result("error", stderr.split(SETUP_MARKER, 1)[1].strip())
+    if rc == 1 and stderr.startswith("bwrap: "):
+        return result("error", stderr.strip())
     if rc == 0:
-        return result("passed")
+        if finished:
+            return result("passed")
+        return result("failed", "exit status 0 before the end of the program (sys.exit or os._exit)")
     if rc is not None and rc < 0:
         sig = signal.Signals(-rc) if -rc in signal.valid_signals() else None
         if sig == signal.SIGXCPU:

@@ -31,6 +31,16 @@ Steps, in this order (each one optional, as the config says):
 6. in the program's process: ``setrlimit`` for each limit given (address space, CPU
    seconds, file size, core size, number of processes, open files), then
    ``execv(python, [python, "-I", program])``.
+
+With ``bwrap`` in the config the filesystem is confined too, by bubblewrap, and the steps are
+(:func:`_exec_bwrap`): join the cgroup; while still root, in a private mount namespace,
+bind the directories the program's uid may not reach (the interpreter under ``/root``) into
+the run's work directory, and open the program file; set the rlimits; drop privileges
+*without* any capability; ``NO_NEW_PRIVS`` and ``PDEATHSIG``; then ``execv`` bwrap, which
+builds a new user, pid, network, IPC and UTS namespace with a read-only system, binds those
+directories, copies the program into a size-limited private tmpfs
+and runs it (bwrap's own init reaps and, with ``--die-with-parent``, everything dies with
+the launcher's pid — which is now bwrap's).
 """
 
 import ctypes
@@ -46,6 +56,10 @@ SETUP_MARKER = "codedec-sandbox-setup:"
 _CLONE_NEWNET = 0x40000000
 _CLONE_NEWUSER = 0x10000000
 _CLONE_NEWPID = 0x20000000
+_CLONE_NEWNS = 0x00020000
+_MS_BIND = 4096
+_MS_REC = 16384
+_MS_PRIVATE = 1 << 18
 _PR_SET_PDEATHSIG = 1
 _PR_SET_KEEPCAPS = 8
 _PR_SET_NO_NEW_PRIVS = 38
@@ -223,10 +237,49 @@ def _run_in_pid_namespace(libc: ctypes.CDLL, cfg: dict) -> None:
     _end_like(int(report))
 
 
+def _exec_bwrap(cfg: dict) -> None:
+    """Confine the filesystem with bubblewrap (see the module docstring); never returns."""
+    libc = _libc()
+    if cfg.get("cgroup_procs"):
+        with open(cfg["cgroup_procs"], "w") as f:
+            f.write(str(os.getpid()))
+    bw = cfg["bwrap"]
+    bind_args: list[str] = []
+    dropping = cfg.get("drop_uid") is not None
+    if dropping and bw["binds"]:
+        # The dropped uid cannot search /root, where the interpreter may live. In a private
+        # mount namespace (still root) bind it into the run's work dir, which that uid owns.
+        # (An fd opened as root and given to --ro-bind-fd is refused once we are not root.)
+        _check(libc.unshare(_CLONE_NEWNS), "unshare(NEWNS)")
+        _check(libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None), "mount(private)")
+        workdir = os.path.dirname(cfg["program"])
+        for i, (src, dest) in enumerate(bw["binds"]):
+            stage = os.path.join(workdir, f"bind{i}")
+            os.mkdir(stage)
+            _check(libc.mount(src.encode(), stage.encode(), None, _MS_BIND | _MS_REC, None), f"mount({src})")
+            bind_args += ["--ro-bind", stage, dest]
+    else:
+        for src, dest in bw["binds"]:
+            bind_args += ["--ro-bind", src, dest]
+    program_fd = os.open(cfg["program"], os.O_RDONLY)
+    os.set_inheritable(program_fd, True)
+    bind_args += ["--perms", "0644", "--file", str(program_fd), bw["program"]]
+    for name, (soft, hard) in cfg.get("rlimits", {}).items():
+        resource.setrlimit(getattr(resource, name), (int(soft), int(hard)))
+    if dropping:
+        _drop_privileges(libc, int(cfg["drop_uid"]), int(cfg["drop_gid"]), read_caps=False)
+    _check(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "prctl(NO_NEW_PRIVS)")
+    _die_with_parent(libc)
+    argv = [bw["path"], *bw["pre"], *bind_args, *bw["post"], "--", bw["python"], "-I", bw["program"]]
+    os.execv(bw["path"], argv)
+
+
 def main() -> None:
     try:
         cfg = json.loads(sys.argv[1])
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # _end_like may re-raise a core-dumping signal
+        if cfg.get("bwrap"):
+            _exec_bwrap(cfg)
         libc = _confine(cfg)
         if cfg.get("pidns"):
             _run_in_pid_namespace(libc, cfg)

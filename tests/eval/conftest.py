@@ -2,18 +2,18 @@
 
 ``deadline(seconds, fn, *args)`` runs ``fn`` in a daemon thread and fails the test if it has
 not returned in time (no pytest-timeout plugin needed); the sandbox must never hang.
-``sandbox_processes()`` counts live processes started by the sandbox (their command line
-names a ``codedec-sbx-`` work directory), wherever they are in the process tree.
+``sandbox_processes()`` counts live processes started by the sandbox
+(:func:`codedec_eval.isolation.sandbox_process_count`).
 """
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from codedec_eval.isolation import sandbox_process_count
 
 
 def _run_with_deadline(seconds: float, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -40,23 +40,6 @@ def deadline() -> Callable[..., Any]:
     return _run_with_deadline
 
 
-def count_sandbox_processes() -> int:
-    count = 0
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                cmdline = f.read()
-            with open(f"/proc/{name}/stat") as f:
-                state = f.read().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if b"codedec-sbx-" in cmdline and state != "Z":
-            count += 1
-    return count
-
-
 @pytest.fixture()
 def sandbox_processes() -> Callable[[], int]:
-    return count_sandbox_processes
+    return sandbox_process_count
