@@ -67,7 +67,9 @@ def read_source(path: Path) -> str:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
-        raise CliError(f"{path} is not UTF-8 text") from None
+        text = path.read_text(encoding="utf-8", errors="replace")
+        print(f"codedec: {path} is not valid UTF-8; {text.count(chr(0xFFFD))} invalid sequence(s) read as U+FFFD",
+              file=sys.stderr)
     if not text.strip():
         raise CliError(f"{path} is empty: there is nothing to complete from")
     return text

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from codedec.settings import LINE_MODES, ServerSettings
+from codedec.text import lines_normalized, replace_surrogates
 
 __all__ = ["LINE_MODES", "CompletionRequest", "CompletionResult", "CompletionService", "DocumentStore",
            "ServerSettings", "TextEdit"]
@@ -66,11 +67,21 @@ class DocumentStore:
     def __init__(self) -> None:
         self._docs: dict[str, Document] = {}
         self._lock = threading.Lock()
+        self._reported: set[str] = set()  # documents whose replaced surrogates were logged
 
     def open(self, uri: str, text: str, version: int = 0, language: str = "") -> Document:
+        """Store ``uri``'s text, lone surrogates replaced (``codedec.text``; positions keep)."""
+        text = self._clean(uri, text)
         with self._lock:
             doc = self._docs[uri] = Document(uri, text, version, language)
             return doc
+
+    def _clean(self, uri: str, text: str) -> str:
+        text, n = replace_surrogates(text)
+        if n and uri not in self._reported:
+            self._reported.add(uri)
+            log.warning("%s: %d lone surrogate(s) replaced with U+FFFD (reported once per document)", uri, n)
+        return text
 
     def get(self, uri: str) -> Document | None:
         with self._lock:
@@ -94,7 +105,7 @@ class DocumentStore:
             for e in edits:
                 if not 0 <= e.start <= e.end <= len(text):
                     raise ValueError(f"edit {e.start}..{e.end} outside {uri} ({len(text)} characters)")
-                text = text[: e.start] + e.text + text[e.end :]
+                text = text[: e.start] + self._clean(uri, e.text) + text[e.end :]
             doc.text = text
             doc.version = version
             return doc
@@ -115,7 +126,9 @@ class CompletionRequest:
     decision (``codedec.heuristics.decide_mode``); a multi-line completion ends where the cursor's
     block ends. ``postprocess``: apply the editor post-processing to the final text.
     ``on_delta(delta, text)`` is called on the worker thread with each new (raw) piece and the raw
-    text so far.
+    text so far. ``prefix`` and ``suffix`` are stored as the model sees them (``codedec.text``:
+    lone surrogates replaced, ``\\r\\n`` and ``\\r`` line ends as ``\\n``); ``replaced``: how many
+    surrogates that replaced.
     """
 
     id: str | int
@@ -140,6 +153,13 @@ class CompletionRequest:
     on_delta: Callable[[str, str], None] | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     submitted: float = field(default_factory=time.perf_counter)
+    replaced: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        self.prefix, n_prefix = replace_surrogates(self.prefix)
+        self.suffix, n_suffix = replace_surrogates(self.suffix)
+        self.replaced = n_prefix + n_suffix
+        self.prefix, self.suffix = lines_normalized(self.prefix), lines_normalized(self.suffix)
 
     @classmethod
     def from_settings(cls, settings: ServerSettings, **kw: Any) -> CompletionRequest:
@@ -225,6 +245,7 @@ class CompletionService:
         self._lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue()
         self._closed = False
+        self._reported_docs: set[str] = set()  # documents whose replaced surrogates were logged
         self._thread = threading.Thread(target=self._run, name="codedec-engine", daemon=True)
         self._thread.start()
 
@@ -400,6 +421,12 @@ class CompletionService:
             "heal_text": prepared.heal_text,
             "service_ms": (time.perf_counter() - request.submitted) * 1000.0,
         }
+        if request.replaced:
+            stats["replaced_chars"] = request.replaced
+            if request.doc not in self._reported_docs:
+                self._reported_docs.add(request.doc)
+                log.warning("%s: %d lone surrogate(s) in the request replaced with U+FFFD (reported once "
+                            "per document)", request.doc, request.replaced)
         stats = {k: round(v, 3) if isinstance(v, float) else v for k, v in stats.items()}
         final = text
         if request.postprocess and last.finish_reason != "cancelled":

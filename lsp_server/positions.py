@@ -2,13 +2,15 @@
 
 An LSP ``Position`` is (line, character) where ``character`` counts UTF-16 code units by default
 (``utf-8`` bytes or ``utf-32`` code points when negotiated). Python strings index code points, so
-an emoji is 1 Python character but 2 UTF-16 units. Lines end at ``\\n`` (a ``\\r`` before it belongs
-to the line, which a position never points past in practice).
+an emoji is 1 Python character but 2 UTF-16 units. Lines end at ``\\r\\n``, ``\\r`` or ``\\n``, as the
+specification says (``codedec.text.EOL``).
 
 What it is not: a document store (``codedec.service.DocumentStore`` holds the text).
 """
 
 from __future__ import annotations
+
+from codedec.text import EOL
 
 UTF16, UTF8, UTF32 = "utf-16", "utf-8", "utf-32"
 
@@ -43,19 +45,26 @@ def offset_at(text: str, line: int, character: int, encoding: str = UTF16) -> in
     if line < 0 or character < 0:
         raise ValueError(f"negative position ({line}, {character})")
     start = 0
-    for _ in range(line):
-        nl = text.find("\n", start)
-        if nl < 0:
+    if line:
+        for n, m in enumerate(EOL.finditer(text), 1):
+            if n == line:
+                start = m.end()
+                break
+        else:
             return len(text)
-        start = nl + 1
-    end = text.find("\n", start)
-    content = text[start : end if end >= 0 else len(text)]
+    m = EOL.search(text, start)
+    content = text[start : m.start() if m else len(text)]
     return start + _column_to_chars(content, character, encoding)
 
 
 def position_at(text: str, offset: int, encoding: str = UTF16) -> tuple[int, int]:
-    """(line, character) of ``offset`` in ``text`` (clamped to the text)."""
+    """(line, character) of ``offset`` in ``text`` (clamped to the text; inside a ``\\r\\n``: the
+    end of its line)."""
     offset = max(0, min(offset, len(text)))
-    line = text.count("\n", 0, offset)
-    start = text.rfind("\n", 0, offset) + 1
-    return line, units(text[start:offset], encoding)
+    line, start, end = 0, 0, offset
+    for m in EOL.finditer(text):
+        if m.end() > offset:
+            end = min(offset, m.start())
+            break
+        line, start = line + 1, m.end()
+    return line, units(text[start:end], encoding)

@@ -44,6 +44,7 @@ from pygls.protocol import LanguageServerProtocol
 from codedec import __version__
 from codedec.heuristics import NONE, SINGLE, decide_mode, word_before
 from codedec.service import CompletionRequest, CompletionService, ServerSettings, TextEdit
+from codedec.text import for_model
 from lsp_server.positions import UTF16, offset_at, units
 from lsp_server.result_cache import ResultCache
 from lsp_server.telemetry import TelemetryLog, resolve_path
@@ -242,7 +243,7 @@ class CodedecServer(LanguageServer):
             return Completed("", "", NONE)
         s = self.settings
         offset = offset_at(doc.text, position.line, position.character, self.encoding)
-        prefix, suffix = doc.text[:offset], doc.text[offset:]
+        prefix, suffix = for_model(doc.text[:offset]), for_model(doc.text[offset:])
         if not s.language_enabled(doc.language):
             return Completed("", prefix, NONE)
         mode = decide_mode(prefix, suffix, s.line_mode)

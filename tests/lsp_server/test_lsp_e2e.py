@@ -187,6 +187,20 @@ async def test_incremental_edits_in_the_negotiated_encoding(client: LanguageClie
     assert [i.insert_text for i in got] == [i.insert_text for i in want] and want
 
 
+async def test_lone_cr_and_crlf_line_ends_put_the_cursor_on_the_right_line(client: LanguageClient):
+    # LSP counts \r, \r\n and \n as line ends; the model sees \n. A cursor on line 3 of a
+    # classic-Mac file must complete what the same cursor in a \n file completes.
+    lf = "import os\n\n\ndef main():\n    x = 1\n    return x\n"
+    pos = types.Position(3, 11)  # after "def main():"
+    want = await inline(client, open_doc(client, lf), pos)
+    assert want
+    for eol in ("\r", "\r\n"):
+        got = await inline(client, open_doc(client, lf.replace("\n", eol)), pos)
+        assert [i.insert_text for i in got] == [i.insert_text for i in want], eol
+    wrong = await inline(client, open_doc(client, lf), types.Position(6, 0))  # where \n-only lines put it
+    assert [i.insert_text for i in wrong] != [i.insert_text for i in want]
+
+
 def finished_by_itself(client: LanguageClient, msg_id: str) -> bool:
     """A random model may hit EOS early: then the request ended before the cancel/supersede arrived
     and the attempt proves nothing (the test tries another prompt)."""

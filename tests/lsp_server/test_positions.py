@@ -40,3 +40,20 @@ def test_units_and_errors():
     assert (units("😀", UTF16), units("😀", UTF8), units("😀", UTF32)) == (2, 4, 1)
     with pytest.raises(ValueError, match="negative"):
         offset_at(TEXT, -1, 0)
+
+
+MIXED = "ab\r\ncd\ref\ngh"  # \r\n, lone \r and \n: each one line end, as LSP says
+
+
+@pytest.mark.parametrize("line, character, want", [(0, 9, 2), (1, 0, 4), (1, 2, 6), (2, 0, 7), (2, 5, 9),
+                                                   (3, 1, 11), (4, 0, len(MIXED))])
+def test_every_lsp_line_end_counts(line, character, want):
+    assert offset_at(MIXED, line, character) == want
+
+
+def test_positions_with_mixed_line_ends_round_trip():
+    for offset in range(len(MIXED) + 1):
+        line, char = position_at(MIXED, offset)
+        inside_crlf = offset == 3  # between \r and \n: the end of line 0
+        assert offset_at(MIXED, line, char) == (2 if inside_crlf else offset)
+    assert position_at(MIXED, 7) == (2, 0) and position_at(MIXED, 3) == (0, 2)
