@@ -38,6 +38,11 @@ _ALIASES = {
 }
 
 
+MAX_DEBOUNCE_MS = 5000  # a longer wait is a misconfiguration, not a preference
+MAX_TOKENS = 8192
+MAX_TIME_BUDGET_MS = 600_000.0
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     """What a server does for every request; read by the frontends, never mutated (use ``updated``).
@@ -73,16 +78,17 @@ class ServerSettings:
 
         SamplingParams(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)  # raises on bad values
         make_strategy(self.strategy)
-        if self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
-        if self.debounce_ms < 0:
-            raise ValueError(f"debounce_ms must be >= 0, got {self.debounce_ms}")
-        if self.time_budget_ms is not None and self.time_budget_ms <= 0:
-            raise ValueError(f"time_budget_ms must be > 0 (or null for none), got {self.time_budget_ms}")
+        if not 1 <= self.max_tokens <= MAX_TOKENS:
+            raise ValueError(f"max_tokens must be in 1..{MAX_TOKENS}, got {self.max_tokens}")
+        if not 0 <= self.debounce_ms <= MAX_DEBOUNCE_MS:
+            raise ValueError(f"debounce_ms must be in 0..{MAX_DEBOUNCE_MS}, got {self.debounce_ms}")
+        if self.time_budget_ms is not None and not 0 < self.time_budget_ms <= MAX_TIME_BUDGET_MS:
+            raise ValueError(f"time_budget_ms must be in (0, {MAX_TIME_BUDGET_MS}] (or null for none), "
+                             f"got {self.time_budget_ms}")
         if self.line_mode not in LINE_MODES:
             raise ValueError(f"line_mode must be one of {LINE_MODES}, got {self.line_mode!r}")
-        if self.max_prompt_tokens is not None and self.max_prompt_tokens < 16:
-            raise ValueError(f"max_prompt_tokens must be >= 16, got {self.max_prompt_tokens}")
+        if self.max_prompt_tokens is not None and not 16 <= self.max_prompt_tokens <= 1 << 20:
+            raise ValueError(f"max_prompt_tokens must be in 16..{1 << 20}, got {self.max_prompt_tokens}")
         if not self.model:
             raise ValueError("model must be a non-empty preset name or path")
 

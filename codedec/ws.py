@@ -17,11 +17,15 @@ Protocol (one JSON object per text message):
 - client -> server ``{"type": "cancel", "id": ID}`` stops that request within one decode step
   (unknown ids are ignored: the request may just have finished).
 - Malformed JSON, a non-object, an unknown ``type``, bad fields or a message over
-  ``max_message_bytes`` get ``{"type": "error", "id": ID or null, "error": STR}``; the connection
-  stays open.
+  ``max_message_bytes`` (1 MiB) get ``{"type": "error", "id": ID or null, "error": STR}``; the
+  connection stays open. A message over 16 × ``max_message_bytes`` is not read at all: the
+  connection is closed with code 1009 (message too big).
 
 Security: binds 127.0.0.1 by default; a non-loopback bind needs a token, which clients present as
-``Authorization: Bearer TOKEN`` or ``?token=TOKEN`` (otherwise HTTP 401 at the handshake).
+``Authorization: Bearer TOKEN`` (scheme in any case) or ``?token=TOKEN`` (otherwise HTTP 401 at
+the handshake). A handshake with an ``Origin`` header — a web page in a browser: any page the user
+visits could otherwise drive the loopback API (cross-site WebSocket hijacking) — gets HTTP 403
+unless the origin is in ``allowed_origins`` (``--ws-allow-origin``); editors and scripts send none.
 
 What it is not: an editor. Nothing here decides single vs multi-line for the client
 (``single_line`` says it; a multi-line completion ends where the cursor's block ends).
@@ -36,7 +40,7 @@ import itertools
 import json
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from http import HTTPStatus
 from typing import Any
@@ -109,21 +113,28 @@ class WebsocketAPI:
         *,
         token: str | None = None,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        allowed_origins: Sequence[str] = (),
     ) -> None:
         self.service = service
         self.settings = settings or ServerSettings()
         self.token = token or None
         self.max_message_bytes = max_message_bytes
+        self.allowed_origins = tuple(allowed_origins)
         self._conn_ids = itertools.count(1)
 
     # ---- handshake
 
     def authorize(self, connection: ServerConnection, request: Any) -> Any:
-        """``process_request`` hook: 401 unless the configured token is presented."""
+        """``process_request`` hook: 403 for a browser origin not allowed, 401 unless the configured
+        token is presented."""
+        origin = request.headers.get("Origin")
+        if origin is not None and origin not in self.allowed_origins:
+            log.warning("websocket handshake from origin %r refused (allow it with --ws-allow-origin)", origin)
+            return connection.respond(HTTPStatus.FORBIDDEN, f"codedec: origin {origin!r} not allowed\n")
         if self.token is None:
             return None
-        supplied = request.headers.get("Authorization", "")
-        supplied = supplied[7:] if supplied.startswith("Bearer ") else ""
+        scheme, _, value = request.headers.get("Authorization", "").strip().partition(" ")
+        supplied = value.strip() if scheme.lower() == "bearer" else ""
         if not supplied:
             supplied = parse_qs(urlsplit(request.path).query).get("token", [""])[0]
         if hmac.compare_digest(supplied.encode(), self.token.encode()):

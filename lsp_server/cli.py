@@ -42,6 +42,16 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="token websocket clients must present; required for a non-loopback --ws (env CODEDEC_WS_TOKEN)",
     )
     parser.add_argument(
+        "--ws-allow-origin", action="append", default=[], metavar="ORIGIN",
+        help="a browser Origin allowed to open the websocket API (repeatable; default: none, so web pages "
+             "cannot drive it; editors and scripts send no Origin)",
+    )
+    parser.add_argument(
+        "--max-message-mb", type=float, default=64.0,
+        help="largest LSP message accepted, in MiB (default 64); a larger one is answered with an error "
+             "and skipped",
+    )
+    parser.add_argument(
         "--decoding", default=None, help="comma-separated decoding components (empty = plain)"
     )
     parser.add_argument(
@@ -120,6 +130,8 @@ def run_serve(args: argparse.Namespace) -> int:
             raise ValueError("--no-lsp serves only the websocket API: give --ws HOST:PORT too")
         if ws is not None:
             check_bind(ws[0], args.ws_token)
+        if not 0 < args.max_message_mb <= 4096:
+            raise ValueError(f"--max-message-mb must be in (0, 4096], got {args.max_message_mb}")
     except ValueError as err:
         _stderr(str(err))
         return EXIT_USAGE
@@ -133,7 +145,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
     service = None
     if ws is not None:
-        service = _start_ws(settings, ws, args.ws_token)
+        service = _start_ws(settings, ws, args.ws_token, args.ws_allow_origin)
     if args.no_lsp:
         try:
             import threading
@@ -148,6 +160,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from lsp_server.server import create_server
 
     server = create_server(settings, service=service)
+    server.max_message_bytes = int(args.max_message_mb * (1 << 20))
     try:
         if tcp is not None:
             _stderr(f"LSP on tcp://{tcp[0]}:{tcp[1]}")
@@ -163,14 +176,14 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_ws(settings: ServerSettings, where: tuple[str, int], token: str | None):
+def _start_ws(settings: ServerSettings, where: tuple[str, int], token: str | None, origins: list[str]):
     from codedec.service import CompletionService
     from codedec.ws import WebsocketAPI, start_in_thread
     from lsp_server.server import default_loader
 
     _stderr(f"loading model {settings.model}")
     service = CompletionService(loader=default_loader(settings.model, _stderr), warmup=settings.decoding)
-    api = WebsocketAPI(service, settings, token=token)
+    api = WebsocketAPI(service, settings, token=token, allowed_origins=origins)
     start_in_thread(api, where[0], where[1], on_ready=lambda h, p: _stderr(f"websocket API on ws://{h}:{p}"))
     return service
 

@@ -30,6 +30,7 @@ import asyncio
 import functools
 import logging
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -37,7 +38,8 @@ from typing import Any, NamedTuple
 
 from lsprotocol import types
 from pygls import uris
-from pygls.exceptions import JsonRpcException
+from pygls.exceptions import FeatureRequestError, JsonRpcException, JsonRpcMethodNotFound
+from pygls.io_ import StdoutWriter
 from pygls.lsp.server import LanguageServer
 from pygls.protocol import LanguageServerProtocol
 
@@ -45,6 +47,14 @@ from codedec import __version__
 from codedec.heuristics import NONE, SINGLE, decide_mode, word_before
 from codedec.service import CompletionRequest, CompletionService, ServerSettings, TextEdit
 from codedec.text import for_model
+from lsp_server.framing import (
+    DEFAULT_MAX_BYTES,
+    MAX_HEADER_LINE,
+    Framing,
+    StdinReader,
+    StreamReaderAdapter,
+    read_frames,
+)
 from lsp_server.positions import UTF16, offset_at, units
 from lsp_server.result_cache import ResultCache
 from lsp_server.telemetry import TelemetryLog, resolve_path
@@ -131,8 +141,76 @@ class CodedecServer(LanguageServer):
         self.telemetry = TelemetryLog(resolve_path(self.settings.telemetry_path))
         self.loop: asyncio.AbstractEventLoop | None = None
         self._generation: dict[str, int] = {}
+        self._wakers: dict[str, asyncio.Event] = {}  # the request debouncing per document
         self._load_messages: list[str] = []
         self._load_t0 = time.perf_counter()
+        self.max_message_bytes = DEFAULT_MAX_BYTES
+        self.framing: Framing | None = None
+
+    # ---- transport: our strict reader instead of pygls' (lsp_server.framing)
+
+    def _deliver(self, msg: dict[str, Any]) -> None:
+        method = msg.get("method")
+        if method is not None and method != "$/cancelRequest":
+            try:
+                self.protocol._get_handler(method)
+            except JsonRpcMethodNotFound:
+                if "id" in msg:
+                    assert self.framing is not None
+                    self.framing.reject(msg["id"], JsonRpcMethodNotFound.CODE, f"unknown method {method!r}")
+                elif not method.startswith("$/"):
+                    log.info("ignored notification for unknown method %r", method)
+                return
+        self.protocol.handle_message(self.protocol.structure_message(msg))
+
+    def _framing(self) -> Framing:
+        self.framing = Framing(self.protocol._send_data, self.max_message_bytes)
+        return self.framing
+
+    def start_io(self, stdin: Any = None, stdout: Any = None) -> None:
+        """LSP over stdio until the stream ends or ``exit``."""
+        self._stop_event = threading.Event()
+        self.protocol.set_writer(StdoutWriter(stdout or sys.stdout.buffer))
+        framing = self._framing()
+
+        async def serve() -> None:
+            reader = StdinReader(stdin or sys.stdin.buffer, asyncio.get_running_loop(), self.thread_pool)
+            await read_frames(self._stop_event, reader, framing, self._deliver)
+
+        try:
+            asyncio.run(serve())
+        except BrokenPipeError:
+            log.error("the client closed the connection; shutting down")
+        except (KeyboardInterrupt, SystemExit):
+            pass
+        finally:
+            self.shutdown()
+
+    def start_tcp(self, host: str, port: int) -> None:
+        """LSP over TCP: one client connection at a time, as pygls does."""
+        self._stop_event = stop = threading.Event()
+
+        async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.protocol.set_writer(writer)
+            await read_frames(stop, StreamReaderAdapter(reader), self._framing(), self._deliver)
+            self.shutdown()
+
+        async def serve() -> None:
+            self._server = await asyncio.start_server(connection, host, port, limit=MAX_HEADER_LINE)
+            async with self._server:
+                await self._server.serve_forever()
+
+        try:
+            asyncio.run(serve())
+        except asyncio.CancelledError:
+            pass
+
+    def report_server_error(self, error: Exception, source: Any) -> None:
+        """pygls' out-of-band errors (a notification handler failed, a bad message): a log line and
+        a ``window/logMessage``, not pygls' ``Error in server`` popup."""
+        log.warning("server error (%s): %s", getattr(source, "__name__", source), error)
+        if source is not FeatureRequestError:  # a request's error is in its response already
+            self.client_log(types.MessageType.Warning, f"{type(error).__name__}: {error}")
 
     # ---- helpers (event-loop thread unless said otherwise)
 
@@ -254,11 +332,15 @@ class CodedecServer(LanguageServer):
         if hit is not None:
             logged("cache", hit)
             return Completed(hit, prefix, mode)
-        gen = self._generation[uri] = self._generation.get(uri, 0) + 1
+        gen = self.supersede(uri)
         if s.debounce_ms:
-            await asyncio.sleep(s.debounce_ms / 1000.0)
+            waker = self._wakers[uri] = asyncio.Event()
+            try:
+                await asyncio.wait_for(waker.wait(), s.debounce_ms / 1000.0)
+            except TimeoutError:
+                pass
             if self._generation.get(uri) != gen:
-                return Completed("", prefix, mode)  # a newer request for this document arrived meanwhile
+                return Completed("", prefix, mode)  # a newer request or an edit came meanwhile
         first_partial: list[float] = []
 
         def on_delta(delta: str, text: str) -> None:  # worker thread
@@ -302,6 +384,15 @@ class CodedecServer(LanguageServer):
         )
         return Completed(text, prefix, mode,
                          {"tokens": result.stats.get("new_tokens"), "total_ms": result.stats.get("total_ms")})
+
+    def supersede(self, uri: str) -> int:
+        """A new request or an edit for ``uri``: the request still debouncing there (if any) wakes
+        up and gives up at once. Returns the new generation number."""
+        gen = self._generation[uri] = self._generation.get(uri, 0) + 1
+        waker = self._wakers.pop(uri, None)
+        if waker is not None:
+            waker.set()
+        return gen
 
     def _log_completion(self, t0: float, msg_id: Any, uri: str, language: str, kind: str, mode: str,
                         source: str, text: str, **extra: Any) -> None:
@@ -375,7 +466,7 @@ def register_features(server: CodedecServer) -> CodedecServer:
         service = ls.ensure_service()
         uri = params.text_document.uri
         service.cancel_document(uri)  # its context is stale; so is a request still debouncing:
-        ls._generation[uri] = ls._generation.get(uri, 0) + 1
+        ls.supersede(uri)
         doc = service.documents.get(uri)
         if doc is None:
             ls.client_log(types.MessageType.Warning, f"didChange for a document that is not open: {uri}")

@@ -61,7 +61,10 @@ def test_settings_from_options(options, field, want):
     "options, fragment",
     [
         ({"maxTokens": "12"}, "maxTokens"),
-        ({"maxTokens": 0}, "max_tokens must be >= 1"),
+        ({"maxTokens": 0}, "max_tokens must be in 1..8192"),
+        ({"maxTokens": 10**9}, "max_tokens must be in"),
+        ({"debounceMs": 60_000}, "debounce_ms must be in 0..5000"),
+        ({"timeBudgetMs": 10**9}, "time_budget_ms must be in"),
         ({"maxTokens": True}, "maxTokens"),
         ({"lineMode": "paragraph"}, "line_mode"),
         ({"decoding": "bogus"}, "bogus"),

@@ -178,9 +178,13 @@ async def test_token_is_required_when_set(service):
         with pytest.raises(InvalidStatus):
             async with connect(url(server, "?token=wrong")):
                 pass
-        async with connect(url(server), additional_headers={"Authorization": "Bearer s3cret"}) as ws:
-            await ws.send(complete("t"))
-            assert (await until_done(ws, "t"))[1]["type"] == "done"
+        for header in ("Bearer s3cret", "bearer s3cret", "BEARER  s3cret "):  # the scheme is case-insensitive
+            async with connect(url(server), additional_headers={"Authorization": header}) as ws:
+                await ws.send(complete("t"))
+                assert (await until_done(ws, "t"))[1]["type"] == "done"
+        with pytest.raises(InvalidStatus):
+            async with connect(url(server), additional_headers={"Authorization": "Basic s3cret"}):
+                pass
         async with connect(url(server, "?token=s3cret")) as ws:
             await ws.send(complete("q"))
             assert (await until_done(ws, "q"))[1]["type"] == "done"
@@ -213,3 +217,34 @@ def test_parse_hostport(spec, want):
 def test_parse_hostport_rejects(spec):
     with pytest.raises(ValueError):
         parse_hostport(spec)
+
+
+@aio
+async def test_browser_origins_are_refused_unless_allowed(service):
+    """Cross-site WebSocket hijacking: a page the user visits must not drive the loopback API."""
+    api = WebsocketAPI(service, allowed_origins=["vscode-webview://codedec"])
+    async with api.running("127.0.0.1", 0) as server:
+        with pytest.raises(InvalidStatus) as err:
+            async with connect(url(server), origin="https://evil.example"):
+                pass
+        assert err.value.response.status_code == 403
+        for origin in (None, "vscode-webview://codedec"):  # no Origin (editors, scripts), or allowed
+            async with connect(url(server), origin=origin) as ws:
+                await ws.send(complete("o"))
+                assert (await until_done(ws, "o"))[1]["type"] == "done"
+
+
+@aio
+async def test_oversized_messages_as_documented(service):
+    """Over max_message_bytes: an error reply, the connection stays; over 16x: closed with 1009."""
+    from websockets.exceptions import ConnectionClosed
+
+    api = WebsocketAPI(service, max_message_bytes=64 * 1024)
+    async with api.running("127.0.0.1", 0) as server, connect(url(server), max_size=None) as ws:
+        await ws.send("x" * (200 * 1024))
+        reply = await recv(ws)
+        assert reply["type"] == "error" and "too large" in reply["error"]
+        await ws.send("x" * (17 * 64 * 1024))
+        with pytest.raises(ConnectionClosed) as closed:
+            await recv(ws)
+        assert closed.value.rcvd.code == 1009

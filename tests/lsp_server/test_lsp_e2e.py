@@ -276,6 +276,25 @@ async def test_debounce_drops_requests_overtaken_while_waiting(client: LanguageC
         configure(client)
 
 
+async def test_a_superseded_debouncing_request_answers_at_once(client: LanguageClient):
+    configure(client, debounceMs=3000)
+    try:
+        text = "# long debounce\n" + SOURCE
+        uri = open_doc(client, text)
+        first = asyncio.ensure_future(inline(client, uri, end_of(text)))
+        await asyncio.sleep(0.1)
+        second = asyncio.ensure_future(inline(client, uri, types.Position(4, 11)))
+        t0 = time.monotonic()
+        assert await asyncio.wait_for(first, 1.5) == []  # woken by the newer request, not after 3 s
+        client.text_document_did_change(types.DidChangeTextDocumentParams(
+            text_document=types.VersionedTextDocumentIdentifier(uri=uri, version=2),
+            content_changes=[types.TextDocumentContentChangeWholeDocument(text=text + "\n")]))
+        assert await asyncio.wait_for(second, 1.5) == []  # woken by the edit
+        assert time.monotonic() - t0 < 2.5
+    finally:
+        configure(client)
+
+
 async def test_typed_ahead_is_served_from_the_cache(client: LanguageClient):
     text = "def add(a, b):\n    "
     uri = open_doc(client, text)
