@@ -25,9 +25,13 @@ def replace_surrogates(text: str) -> tuple[str, int]:
 
     (A Python ``str`` never holds a *paired* surrogate: a pair decodes to one code point.)
     """
-    if _SURROGATE.search(text) is None:
+    if text.isascii():
         return text, 0
-    return _SURROGATE.subn(REPLACEMENT, text)
+    try:
+        text.encode("utf-8")  # C speed; only a lone surrogate makes it fail
+        return text, 0
+    except UnicodeEncodeError:
+        return _SURROGATE.subn(REPLACEMENT, text)
 
 
 def lines_normalized(text: str) -> str:

@@ -28,7 +28,7 @@ from codedec.vocab import vocab_for
 DEFAULT_SUFFIX_SHARE = 0.25
 PREFIX_LINE_ALIGN = 32  # the prefix window's start moves in steps of this many lines
 FITS_CHARS_PER_TOKEN = 4  # text longer than this many chars per budget token is not tried whole
-LINE_COST_MEMO = 65536  # remembered per-line token counts per tokenizer (cleared when full)
+LINE_COST_MEMO = 65536  # remembered per-line token counts per tokenizer (least recently used evicted)
 
 
 @dataclass(frozen=True)
@@ -67,90 +67,154 @@ def _bos(tokenizer) -> list[int]:
 
 
 # tokenizer -> {line: token count}. An editor asks again and again about the same file with a few
-# lines changed: only new lines are tokenized (a 2k-line file costs ~10 ms to count whole).
+# lines changed: only new lines are tokenized. Bounded: the least recently used are evicted.
 _LINE_COSTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_BATCH_LINES = 64  # lines counted per tokenizer call while walking away from the cursor
+TOO_LONG_CHARS_PER_TOKEN = 16  # a line over this many chars per budget token is not tokenized to count
 
 
 def _line_costs(tokenizer, lines: list[str]) -> list[int]:
-    """Token count of each line on its own (memoized per tokenizer)."""
+    """Token count of each line on its own (memoized per tokenizer; past ``LINE_COST_MEMO``
+    entries the least recently used are evicted)."""
     if not lines:
         return []
     try:
         memo = _LINE_COSTS.setdefault(tokenizer, {})
     except TypeError:  # a tokenizer that cannot be weakly referenced: no memo
         memo = {}
-    new = list({line for line in lines if line not in memo})
-    if new:
-        if len(memo) + len(new) > LINE_COST_MEMO:  # full: start over with this file's lines
-            memo.clear()
-            new = list(set(lines))
-        batch = tokenizer(new, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-        memo.update(zip(new, map(len, batch), strict=True))
-    return [memo[line] for line in lines]
+    new = list(dict.fromkeys(line for line in lines if line not in memo))
+    counts = dict(zip(new, map(len, tokenizer(new, add_special_tokens=False, split_special_tokens=True)
+                               ["input_ids"]), strict=True)) if new else {}
+    costs = [counts[line] if line in counts else memo[line] for line in lines]
+    for line, cost in zip(lines, costs, strict=True):  # most recently used last
+        memo.pop(line, None)
+        memo[line] = cost
+    if len(memo) > LINE_COST_MEMO:
+        for line in list(memo)[: len(memo) - LINE_COST_MEMO]:
+            del memo[line]
+    return costs
+
+
+def _lines_backward(text: str):
+    """(start, end) of each line of ``text`` (a line ends after its ``\\n``), last line first."""
+    end = len(text)
+    while end > 0:
+        start = text.rfind("\n", 0, end - 1) + 1
+        yield start, end
+        end = start
+
+
+def _lines_forward(text: str):
+    """(start, end) of each line of ``text``, first line first."""
+    start = 0
+    while start < len(text):
+        nl = text.find("\n", start)
+        end = len(text) if nl < 0 else nl + 1
+        yield start, end
+        start = end
+
+
+def _walk(tokenizer, text: str, spans, budget: int) -> list[tuple[int, int]]:
+    """The line ``spans`` (ordered away from the cursor) kept while their token counts fit in
+    ``budget``. Lines are counted in batches, so the work is bounded by the window, not by the
+    text; a line too long to possibly fit is not tokenized. The first line is always kept (it
+    may be too long on its own: the caller cuts it)."""
+    kept: list[tuple[int, int]] = []
+    total = 0
+    spans = iter(spans)
+    while batch := [span for _, span in zip(range(_BATCH_LINES), spans, strict=False)]:
+        lines = [text[a:b] for a, b in batch]
+        short = [line for line in lines if len(line) <= TOO_LONG_CHARS_PER_TOKEN * budget]
+        costs = dict(zip(short, _line_costs(tokenizer, short), strict=True))
+        for span, line in zip(batch, lines, strict=True):
+            cost = costs.get(line, budget + 1)
+            if total + cost > budget and kept:
+                return kept
+            total += cost
+            kept.append(span)
+            if total > budget:
+                return kept
+    return kept
+
+
+def _line_count(text: str) -> int:
+    return text.count("\n") + (0 if not text or text.endswith("\n") else 1)
+
+
+def _stable_tail(tokenizer, text: str, line_start: int, budget: int) -> tuple[str, list[int]]:
+    """The end of ``text``'s last line (from ``line_start``) cut to fit ``budget`` tokens at a
+    character offset that moves in steps of ``step`` characters: typing at the end of a very
+    long line keeps the window's start (and so the KV cache) until the line grows by a step."""
+    step = max(64, budget)  # about a quarter of what fits, at 4 chars per token
+    room = FITS_CHARS_PER_TOKEN * budget
+    excess = len(text) - line_start - room
+    cut = line_start + max(0, -(-excess // step) * step)
+    ids = _encode(tokenizer, text[cut:])
+    while len(ids) > budget and cut < len(text):
+        cut = min(len(text), cut + step)
+        ids = _encode(tokenizer, text[cut:])
+    return text[cut:], ids
 
 
 def fit_prefix(tokenizer, prefix: str, budget: int, align: int = 1) -> tuple[str, list[int], int]:
     """Keep the last lines of ``prefix`` that fit in ``budget`` tokens; returns (text, its ids,
-    dropped lines). A prefix that fits whole is tokenized once.
+    dropped lines). A prefix that fits whole is tokenized once; otherwise only the lines near
+    the cursor are looked at (the cost does not grow with the file).
 
-    The line holding the cursor is always kept (trimmed from its start if it alone is too long).
-    ``align > 1`` drops lines from the start in multiples of ``align``: the window's first line
-    then stays put while the file grows at the cursor, so the KV cache of the previous request
-    stays a prefix of the next prompt (a window that slides by one line per request re-encodes
-    everything).
+    The line holding the cursor is always kept (a very long one is cut from its start at a
+    stable offset, :func:`_stable_tail`). ``align > 1`` drops lines from the start in multiples of
+    ``align``: the window's first line then stays put while the file grows at the cursor, so the
+    KV cache of the previous request stays a prefix of the next prompt (a window that slides by
+    one line per request re-encodes everything).
     """
+    n_lines = _line_count(prefix)
     if budget <= 0:
-        return "", [], prefix.count("\n") + (1 if prefix else 0)
+        return "", [], n_lines
     if len(prefix) <= FITS_CHARS_PER_TOKEN * budget:  # may fit whole: one tokenization then
         ids = _encode(tokenizer, prefix)
         if len(ids) <= budget:
             return prefix, ids, 0
-    lines = prefix.splitlines(keepends=True)
-    costs = _line_costs(tokenizer, lines)
-    total, keep = 0, 0
-    for cost in reversed(costs):
-        if total + cost > budget and keep > 0:
-            break
-        total += cost
-        keep += 1
-    dropped = len(lines) - keep
+    kept = _walk(tokenizer, prefix, _lines_backward(prefix), budget)
+    keep = len(kept)
+    dropped = n_lines - keep
     aligned = -(-dropped // align) * align
-    if align > 1 and aligned < len(lines):  # never align away the cursor's line
-        dropped = aligned
-    text = "".join(lines[dropped:])
+    if align > 1 and aligned < n_lines:  # never align away the cursor's line
+        keep = n_lines - aligned
+    text = prefix[kept[keep - 1][0]:]
+    ids = _encode_bounded(tokenizer, text, budget)
+    while ids is None and keep > 1:  # per-line counts can differ from the join
+        keep -= 1
+        text = prefix[kept[keep - 1][0]:]
+        ids = _encode_bounded(tokenizer, text, budget)
+    if ids is None:  # the cursor's line alone is too long
+        text, ids = _stable_tail(tokenizer, prefix, kept[0][0], budget)
+    return text, ids, n_lines - keep
+
+
+def _encode_bounded(tokenizer, text: str, budget: int) -> list[int] | None:
+    """``text``'s ids if they fit in ``budget``, else None (a text far too long is not tokenized)."""
+    if len(text) > TOO_LONG_CHARS_PER_TOKEN * budget:
+        return None
     ids = _encode(tokenizer, text)
-    while len(ids) > budget and dropped < len(lines) - 1:  # per-line counts can differ from the join
-        dropped += 1
-        text = "".join(lines[dropped:])
-        ids = _encode(tokenizer, text)
-    if len(ids) > budget:  # one very long line: cut tokens from its start
-        ids = ids[len(ids) - budget :]
-        text = tokenizer.decode(ids)
-    return text, ids, dropped
+    return ids if len(ids) <= budget else None
 
 
 def fit_suffix(tokenizer, suffix: str, budget: int) -> tuple[str, list[int], int]:
     """Keep the first lines of ``suffix`` that fit in ``budget`` tokens; returns (text, its ids,
-    dropped lines). A suffix that fits whole is tokenized once."""
+    dropped lines). A suffix that fits whole is tokenized once; otherwise only the lines near
+    the cursor are looked at."""
     if len(suffix) <= FITS_CHARS_PER_TOKEN * budget:
         ids = _encode(tokenizer, suffix)
         if len(ids) <= budget:
             return suffix, ids, 0
-    lines = suffix.splitlines(keepends=True)
-    costs = _line_costs(tokenizer, lines)
-    total, keep = 0, 0
-    for cost in costs:
-        if total + cost > budget:
-            break
-        total += cost
-        keep += 1
-    text = "".join(lines[:keep])
-    ids = _encode(tokenizer, text)
-    while len(ids) > budget and keep > 0:  # per-line counts can differ from the join
+    n_lines = _line_count(suffix)
+    kept = _walk(tokenizer, suffix, _lines_forward(suffix), budget)
+    keep = len(kept)
+    ids = _encode_bounded(tokenizer, suffix[: kept[-1][1]], budget) if kept else []
+    while ids is None:  # per-line counts can differ from the join; a first line too long
         keep -= 1
-        text = "".join(lines[:keep])
-        ids = _encode(tokenizer, text)
-    return text, ids, len(lines) - keep
+        ids = _encode_bounded(tokenizer, suffix[: kept[keep - 1][1]], budget) if keep else []
+    return suffix[: kept[keep - 1][1]] if keep else "", ids, n_lines - keep
 
 
 def build_prompt(

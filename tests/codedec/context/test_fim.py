@@ -106,7 +106,7 @@ def test_line_costs_are_memoized_and_exact(tiny, monkeypatch):
     assert fim._line_costs(tok, lines) == expected and len(seen) == 1  # nothing new: no tokenizer call
 
 
-def test_line_cost_memo_starts_over_when_full(tiny, monkeypatch):
+def test_line_cost_memo_evicts_the_least_recently_used(tiny, monkeypatch):
     from codedec.context import fim
 
     tok = tiny.tokenizer
@@ -115,4 +115,4 @@ def test_line_cost_memo_starts_over_when_full(tiny, monkeypatch):
     first, second = ["a = 1\n", "b = 2\n"], ["a = 1\n", "c = 3\n", "d = 4\n"]
     fim._line_costs(tok, first)
     assert fim._line_costs(tok, second) == [len(tok.encode(x, add_special_tokens=False)) for x in second]
-    assert set(fim._LINE_COSTS[tok]) == set(second)
+    assert set(fim._LINE_COSTS[tok]) == set(second)  # b was used least recently
