@@ -19,7 +19,7 @@ that is closed or abandoned mid-way leaves the cache consistent (every forward i
 
 Finish reasons: ``stop`` (a stop id), ``stop_string``, ``newline`` (single-line mode),
 ``block_end`` (a line left the cursor's block, ``SamplingParams.block_indent``), ``length``,
-``time`` (``max_time_ms`` spent), ``cancelled``.
+``time`` (``max_time_ms`` spent), ``cancelled``, ``preempted`` (``generate(preempt=...)``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 
 from codedec.cache import KVCache
@@ -123,8 +123,14 @@ class Engine:
         cancel: threading.Event | None = None,
         edit_aware: bool = False,
         cache: KVCache | None = None,
+        preempt: Callable[[], bool] | None = None,
     ) -> Iterator[Step]:
         """Stream the completion of ``prompt_ids`` (see the module docstring for the loop).
+
+        ``preempt()`` is asked between prefill chunks (after at least one chunk of this call):
+        True ends the generation with finish reason ``preempted`` and the chunks encoded so far
+        kept in the session's cache, so the same prompt generated again later resumes where it
+        stopped (the service interleaves long prefills of different documents this way).
 
         ``processors``: a ready chain (or list) applied at every step, in order. ``strategy``:
         default ``PlainStrategy``. ``edit_aware`` reuses the cache across a mid-prompt edit (PIE,
@@ -141,12 +147,13 @@ class Engine:
         try:
             cache = cache if cache is not None else self.session_cache(session)
             yield from self._loop(list(prompt_ids), params, chain, strategy or PlainStrategy(), cancel, cache,
-                                  edit_aware)
+                                  edit_aware, preempt)
         finally:
             self._busy.release()
 
     def _loop(self, prompt_ids: list[int], params: SamplingParams, chain: ProcessorChain, strategy: Strategy,
-              cancel: threading.Event | None, cache: KVCache, edit_aware: bool) -> Iterator[Step]:
+              cancel: threading.Event | None, cache: KVCache, edit_aware: bool,
+              preempt: Callable[[], bool] | None = None) -> Iterator[Step]:
         t0 = time.perf_counter()
 
         def elapsed() -> float:
@@ -159,6 +166,12 @@ class Engine:
                 return "time"
             return None
 
+        def should_pause() -> str | None:  # between prefill chunks: also yield to other work
+            reason = should_stop()
+            if reason is None and preempt is not None and preempt():
+                return "preempted"
+            return reason
+
         metrics = RequestMetrics(prompt_tokens=len(prompt_ids), strategy=strategy.name)
         forwards0 = cache.forwards
         finish: str | None = None
@@ -166,14 +179,14 @@ class Engine:
         try:
             edited = 0
             if edit_aware and len(cache):
-                edit = apply_edit(self.model, cache, prompt_ids, self.preset, should_stop=should_stop)
+                edit = apply_edit(self.model, cache, prompt_ids, self.preset, should_stop=should_pause)
                 edited = edit.encoded
                 metrics.edit_encoded, metrics.edit_rotated = edit.encoded, edit.rotated
                 metrics.edit_fallback = edit.fallback_reason
             kept = cache.reuse(prompt_ids)  # cached positions, the edited span included
             metrics.reused_tokens = kept - edited
             state = DecodeState(self.model, cache, prompt_ids, params, chain, self.vocab, self.stop_ids)
-            state.feed(should_stop)
+            state.feed(should_pause)
         except Interrupted as stop:
             finish = stop.reason
         except BaseException:

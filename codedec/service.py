@@ -5,7 +5,11 @@ What it is (DESIGN §1, between the frontends and the engine):
 1. ``DocumentStore``: open documents by URI — text, version, language — with edits applied in
    order (offsets in Python characters; the LSP frontend converts its positions).
 2. ``CompletionService``: a queue and ONE worker thread that owns the engine (the engine is not
-   thread-safe). Each request goes the same way whatever the frontend: ``codedec.prepare`` (prompt
+   thread-safe). Fair under load: the queue serves clients round-robin (``request.client``,
+   default the document), and while anything is waiting a running request yields between
+   prefill chunks (``Engine.generate(preempt=...)``: its encoded chunks stay cached and it
+   resumes on its next turn, its time budget still counting), so a short request never waits
+   behind a long prompt's whole prefill. Each request goes the same way whatever the frontend: ``codedec.prepare`` (prompt
    assembly, processors from the text around the cursor, sampling knobs) -> the engine, under the
    request's document key as its session (per-document KV cache, PIE across edits) -> the editor
    post-processing (``codedec.postprocess.finalize``). Requests carry a ``threading.Event``; the
@@ -25,9 +29,9 @@ What it is not: a protocol. URIs are opaque keys here, and nothing below this mo
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -126,7 +130,8 @@ class CompletionRequest:
     decision (``codedec.heuristics.decide_mode``); a multi-line completion ends where the cursor's
     block ends. ``postprocess``: apply the editor post-processing to the final text.
     ``on_delta(delta, text)`` is called on the worker thread with each new (raw) piece and the raw
-    text so far. ``prefix`` and ``suffix`` are stored as the model sees them (``codedec.text``:
+    text so far. ``client`` groups requests for fair scheduling (default: ``doc``; the websocket
+    API uses its connection). ``prefix`` and ``suffix`` are stored as the model sees them (``codedec.text``:
     lone surrogates replaced, ``\\r\\n`` and ``\\r`` line ends as ``\\n``); ``replaced``: how many
     surrogates that replaced.
     """
@@ -151,9 +156,12 @@ class CompletionRequest:
     max_prompt_tokens: int | None = None
     path: str | None = None
     on_delta: Callable[[str, str], None] | None = None
+    client: str | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
     submitted: float = field(default_factory=time.perf_counter)
     replaced: int = field(default=0, init=False)
+    started: float | None = field(default=None, init=False)  # first time the worker took it
+    preemptions: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         self.prefix, n_prefix = replace_surrogates(self.prefix)
@@ -205,6 +213,44 @@ class CompletionResult:
         return self.finish_reason == "cancelled"
 
 
+class _Scheduler:
+    """Pending jobs, served round-robin by client (thread-safe): one client with many requests,
+    or one with a long prompt, does not make the others wait behind all of them."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._queues: OrderedDict[str, deque] = OrderedDict()
+        self._stopped = False
+
+    def put(self, client: str, job: Any) -> None:
+        with self._cv:
+            self._queues.setdefault(client, deque()).append(job)
+            self._cv.notify()
+
+    def get(self) -> Any:
+        """The next job (blocking), or ``_STOP`` once ``stop`` was called and nothing is left."""
+        with self._cv:
+            while not self._queues and not self._stopped:
+                self._cv.wait()
+            if not self._queues:
+                return _STOP
+            client, jobs = next(iter(self._queues.items()))
+            job = jobs.popleft()
+            del self._queues[client]
+            if jobs:  # the client's next job goes to the back of the rotation
+                self._queues[client] = jobs
+            return job
+
+    def waiting(self) -> int:
+        with self._cv:
+            return sum(map(len, self._queues.values()))
+
+    def stop(self) -> None:
+        with self._cv:
+            self._stopped = True
+            self._cv.notify_all()
+
+
 _STOP = object()
 
 
@@ -243,7 +289,7 @@ class CompletionService:
             engine.max_sessions = self._max_cached
         self._active: dict[str, CompletionRequest] = {}
         self._lock = threading.Lock()
-        self._queue: queue.Queue = queue.Queue()
+        self._queue = _Scheduler()
         self._closed = False
         self._reported_docs: set[str] = set()  # documents whose replaced surrogates were logged
         self._thread = threading.Thread(target=self._run, name="codedec-engine", daemon=True)
@@ -263,7 +309,7 @@ class CompletionService:
             if prev is not None and prev is not request:
                 prev.cancel.set()
             self._active[request.doc] = request
-            self._queue.put((request, fut))
+            self._queue.put(request.client or request.doc, (request, fut))
         return fut
 
     def cancel_document(self, doc: str) -> None:
@@ -297,7 +343,7 @@ class CompletionService:
             self._closed = True
             for req in self._active.values():
                 req.cancel.set()
-        self._queue.put(_STOP)
+        self._queue.stop()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
 
@@ -319,18 +365,18 @@ class CompletionService:
             if job is _STOP:
                 break
             request, fut = job
-            if not fut.set_running_or_notify_cancel():
+            if request.started is None and not fut.set_running_or_notify_cancel():
                 self._release(request)
                 continue
-            fut.set_result(self._serve(request))
-        # Resolve whatever is still queued so nobody waits forever.
-        while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if job is not _STOP and job[1].set_running_or_notify_cancel():
-                job[1].set_result(CompletionResult(job[0].id, "", "cancelled"))
+            if self._closed:  # resolve what is still queued so nobody waits forever
+                self._release(request)
+                fut.set_result(CompletionResult(request.id, "", "cancelled"))
+                continue
+            result = self._serve(request)
+            if result is None:  # preempted between prefill chunks: its turn comes again
+                self._queue.put(request.client or request.doc, job)
+                continue
+            fut.set_result(result)
 
     def _warm(self, decoding: tuple[str, ...]) -> None:
         """One short completion on a scratch document (its cache is dropped); never fails."""
@@ -338,7 +384,8 @@ class CompletionService:
         doc = "\0codedec-warmup"
         request = CompletionRequest(id="warmup", doc=doc, prefix="def add(a, b):\n    return", suffix="\n",
                                     max_tokens=4, decoding=tuple(d for d in decoding if d != "monitor"))
-        result = self._serve(request)
+        while (result := self._serve(request)) is None:  # preempted by a request queued meanwhile
+            pass
         self.engine.drop_session(doc)
         self.warmup_ms = (time.perf_counter() - t0) * 1000.0
         if result.error is not None:
@@ -346,27 +393,43 @@ class CompletionService:
         else:
             log.info("warm-up completion in %.0f ms", self.warmup_ms)
 
+    @staticmethod
+    def _budget_left(request: CompletionRequest) -> float | None:
+        """The request's time budget minus what it has spent since the worker first took it
+        (a preempted request resumes with the rest; at least 1 ms, so it ends as ``time``)."""
+        if request.time_budget_ms is None or request.started is None:
+            return request.time_budget_ms
+        spent = (time.perf_counter() - request.started) * 1000.0
+        return max(1.0, request.time_budget_ms - spent)
+
     def _release(self, request: CompletionRequest) -> None:
         with self._lock:
             if self._active.get(request.doc) is request:
                 del self._active[request.doc]
 
-    def _serve(self, request: CompletionRequest) -> CompletionResult:
-        started = time.perf_counter()
-        queue_ms = (started - request.submitted) * 1000.0
+    def _serve(self, request: CompletionRequest) -> CompletionResult | None:
+        """The request's result, or None when it was preempted (to be served again)."""
+        now = time.perf_counter()
+        if request.started is None:
+            request.started = now
+        queue_ms = (request.started - request.submitted) * 1000.0
+        done = True
         try:
             if request.cancel.is_set():
                 return CompletionResult(request.id, "", "cancelled", stats={"queue_ms": queue_ms})
             if self.engine is None:
                 return CompletionResult(request.id, "", "error", error=self.load_error or "no model loaded")
-            return self._generate(request, queue_ms)
+            result = self._generate(request, queue_ms)
+            done = result is not None
+            return result
         except Exception as err:
             log.exception("completion %s failed", request.id)
             return CompletionResult(request.id, "", "error", error=f"{type(err).__name__}: {err}")
         finally:
-            self._release(request)
+            if done:
+                self._release(request)
 
-    def _generate(self, request: CompletionRequest, queue_ms: float) -> CompletionResult:
+    def _generate(self, request: CompletionRequest, queue_ms: float) -> CompletionResult | None:
         from codedec.postprocess import finalize
         from codedec.prepare import prepare
         from codedec.strategy import make_strategy
@@ -377,7 +440,7 @@ class CompletionService:
             engine, request.prefix, request.suffix,
             max_tokens=request.max_tokens, single_line=request.single_line, stop_strings=request.stop_strings,
             decoding=request.decoding, heal=request.heal, temperature=request.temperature, top_k=request.top_k,
-            top_p=request.top_p, seed=request.seed, time_budget_ms=request.time_budget_ms,
+            top_p=request.top_p, seed=request.seed, time_budget_ms=self._budget_left(request),
             max_prompt_tokens=request.max_prompt_tokens, path=request.path,
         )
         strategy = make_strategy(request.strategy)
@@ -387,7 +450,11 @@ class CompletionService:
         first_text_ms: float | None = None
         last = None
         for step in engine.generate(prepared.prompt_ids, prepared.params, prepared.chain, strategy,
-                                    session=request.doc, cancel=request.cancel, edit_aware=request.pie):
+                                    session=request.doc, cancel=request.cancel, edit_aware=request.pie,
+                                    preempt=lambda: self._queue.waiting() > 0):
+            if step.finish_reason == "preempted":
+                request.preemptions += 1
+                return None
             last = step
             tokens.extend(step.token_ids)
             if not step.text:
@@ -420,6 +487,7 @@ class CompletionService:
             "prompt_mode": prepared.prompt_mode,
             "heal_text": prepared.heal_text,
             "service_ms": (time.perf_counter() - request.submitted) * 1000.0,
+            "preemptions": request.preemptions,
         }
         if request.replaced:
             stats["replaced_chars"] = request.replaced

@@ -16,6 +16,9 @@ Protocol (one JSON object per text message):
   (``cancelled`` after a cancel) — or ``{"type": "error", "id": ID, "error": STR}``.
 - client -> server ``{"type": "cancel", "id": ID}`` stops that request within one decode step
   (unknown ids are ignored: the request may just have finished).
+- Fairness: requests are served round-robin by connection, and long prompts of different
+  connections interleave chunk by chunk (``codedec.service``); one connection may have at most
+  ``max_active`` (4) requests running or queued — more get an error.
 - Malformed JSON, a non-object, an unknown ``type``, bad fields or a message over
   ``max_message_bytes`` (1 MiB) get ``{"type": "error", "id": ID or null, "error": STR}``; the
   connection stays open. A message over 16 × ``max_message_bytes`` is not read at all: the
@@ -56,6 +59,7 @@ log = logging.getLogger(__name__)
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 MAX_MESSAGE_BYTES = 1 << 20
+MAX_ACTIVE_PER_CONNECTION = 4  # requests of one connection running or queued at once
 _OPTION_FIELDS = {"max_tokens", "time_budget_ms", "decoding", "heal", "temperature", "top_k", "top_p", "seed",
                   "strategy"}
 
@@ -114,12 +118,14 @@ class WebsocketAPI:
         token: str | None = None,
         max_message_bytes: int = MAX_MESSAGE_BYTES,
         allowed_origins: Sequence[str] = (),
+        max_active: int = MAX_ACTIVE_PER_CONNECTION,
     ) -> None:
         self.service = service
         self.settings = settings or ServerSettings()
         self.token = token or None
         self.max_message_bytes = max_message_bytes
         self.allowed_origins = tuple(allowed_origins)
+        self.max_active = max(1, max_active)
         self._conn_ids = itertools.count(1)
 
     # ---- handshake
@@ -191,6 +197,9 @@ class WebsocketAPI:
         req_id = _check_id(msg.get("id"))
         if req_id in active:
             raise _BadRequest(f"request {req_id!r} is still running; use a new id")
+        if len(active) >= self.max_active:
+            raise _BadRequest(f"{len(active)} requests of this connection are still running (limit "
+                              f"{self.max_active}); wait for one to finish or cancel one")
         text, cursor = msg.get("text"), msg.get("cursor")
         if not isinstance(text, str):
             raise _BadRequest("'text' must be a string")
@@ -219,6 +228,7 @@ class WebsocketAPI:
             settings,
             id=req_id,
             doc=f"ws:{path}" if path else f"ws:connection-{conn}",
+            client=f"ws:connection-{conn}",
             prefix=text[:cursor],
             suffix=text[cursor:],
             path=path or None,

@@ -248,3 +248,27 @@ async def test_oversized_messages_as_documented(service):
         with pytest.raises(ConnectionClosed) as closed:
             await recv(ws)
         assert closed.value.rcvd.code == 1009
+
+
+@aio
+async def test_one_connection_may_not_flood_the_queue(service):
+    api = WebsocketAPI(service, max_active=2)
+    async with api.running("127.0.0.1", 0) as server, connect(url(server)) as ws:
+        for i in range(3):
+            msg = json.loads(complete(f"r{i}", **LONG))
+            msg["path"] = f"/tmp/flood{i}.py"  # different documents: no supersede
+            await ws.send(json.dumps(msg))
+        error = None
+        while error is None:
+            msg = await recv(ws)
+            if msg["type"] == "error":
+                error = msg
+        assert error["id"] == "r2" and "limit 2" in error["error"]
+        for i in range(2):
+            await ws.send(json.dumps({"type": "cancel", "id": f"r{i}"}))
+        finished = set()
+        while len(finished) < 2:
+            msg = await recv(ws)
+            if msg["type"] == "done":
+                finished.add(msg["id"])
+        assert finished == {"r0", "r1"}
