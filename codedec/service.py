@@ -8,8 +8,9 @@ What it is (DESIGN §1, between the frontends and the engine):
    thread-safe). Fair under load: the queue serves clients round-robin (``request.client``,
    default the document), and while anything is waiting a running request yields between
    prefill chunks (``Engine.generate(preempt=...)``: its encoded chunks stay cached and it
-   resumes on its next turn, its time budget still counting), so a short request never waits
-   behind a long prompt's whole prefill. Each request goes the same way whatever the frontend: ``codedec.prepare`` (prompt
+   resumes on its next turn), so a short request never waits behind a long prompt's whole
+   prefill. A request's time budget counts from its submission (queue included): its answer,
+   possibly empty with the reason ``time``, comes within the budget plus one chunk or step. Each request goes the same way whatever the frontend: ``codedec.prepare`` (prompt
    assembly, processors from the text around the cursor, sampling knobs) -> the engine, under the
    request's document key as its session (per-document KV cache, PIE across edits) -> the editor
    post-processing (``codedec.postprocess.finalize``). Requests carry a ``threading.Event``; the
@@ -29,6 +30,7 @@ What it is not: a protocol. URIs are opaque keys here, and nothing below this mo
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict, deque
@@ -39,6 +41,7 @@ from typing import Any
 
 from codedec.settings import LINE_MODES, ServerSettings
 from codedec.text import lines_normalized, replace_surrogates
+from codedec.threads import ThreadPolicy
 
 __all__ = ["LINE_MODES", "CompletionRequest", "CompletionResult", "CompletionService", "DocumentStore",
            "ServerSettings", "TextEdit"]
@@ -264,7 +267,9 @@ class CompletionService:
     ``warmup``: after a ``loader`` load, and before ``ready`` is set, one 4-token completion with
     these decoding components runs (first-call costs — torch kernels, the grammar's vocabulary
     tables — then stay out of the user's first request); ``None`` skips it. ``monitor`` is left
-    out: its language server starts per workspace, on first use.
+    out: its language server starts per workspace, on first use. ``threads``: torch threads per
+    request; ``None`` (default) adapts them to how busy the machine is (``codedec.threads``), unless
+    the environment sets ``CODEDEC_THREADS`` (a fixed count; the tests do, for reproducible output).
     """
 
     def __init__(
@@ -274,6 +279,7 @@ class CompletionService:
         loader: Callable[[], Any] | None = None,
         max_cached_documents: int = 4,
         warmup: tuple[str, ...] | None = None,
+        threads: int | None = None,
     ) -> None:
         if (engine is None) == (loader is None):
             raise ValueError("give exactly one of engine= or loader=")
@@ -290,6 +296,10 @@ class CompletionService:
         self._active: dict[str, CompletionRequest] = {}
         self._lock = threading.Lock()
         self._queue = _Scheduler()
+        if threads is None and os.environ.get("CODEDEC_THREADS", "").strip():
+            threads = int(os.environ["CODEDEC_THREADS"])
+        self._threads = ThreadPolicy() if threads is None else None
+        self._fixed_threads = threads
         self._closed = False
         self._reported_docs: set[str] = set()  # documents whose replaced surrogates were logged
         self._thread = threading.Thread(target=self._run, name="codedec-engine", daemon=True)
@@ -393,13 +403,23 @@ class CompletionService:
         else:
             log.info("warm-up completion in %.0f ms", self.warmup_ms)
 
+    def _set_threads(self) -> int:
+        """Apply the thread policy (or the fixed count) before a request; returns the count."""
+        import torch
+
+        want = self._fixed_threads or (self._threads.choose() if self._threads else torch.get_num_threads())
+        if want != torch.get_num_threads():
+            torch.set_num_threads(want)
+        return want
+
     @staticmethod
     def _budget_left(request: CompletionRequest) -> float | None:
-        """The request's time budget minus what it has spent since the worker first took it
-        (a preempted request resumes with the rest; at least 1 ms, so it ends as ``time``)."""
-        if request.time_budget_ms is None or request.started is None:
-            return request.time_budget_ms
-        spent = (time.perf_counter() - request.started) * 1000.0
+        """The request's time budget minus the time since it was submitted — the user waits from
+        the keystroke, queue included; a preempted request resumes with the rest. At least 1 ms,
+        so a spent budget ends the request as ``time`` within one prefill chunk."""
+        if request.time_budget_ms is None:
+            return None
+        spent = (time.perf_counter() - request.submitted) * 1000.0
         return max(1.0, request.time_budget_ms - spent)
 
     def _release(self, request: CompletionRequest) -> None:
@@ -444,6 +464,7 @@ class CompletionService:
             max_prompt_tokens=request.max_prompt_tokens, path=request.path,
         )
         strategy = make_strategy(request.strategy)
+        threads = self._set_threads()
         prompt_ms = (time.perf_counter() - t0) * 1000.0
         text = ""
         tokens: list[int] = []
@@ -488,6 +509,7 @@ class CompletionService:
             "heal_text": prepared.heal_text,
             "service_ms": (time.perf_counter() - request.submitted) * 1000.0,
             "preemptions": request.preemptions,
+            "threads": threads,
         }
         if request.replaced:
             stats["replaced_chars"] = request.replaced

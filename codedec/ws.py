@@ -197,8 +197,10 @@ class WebsocketAPI:
         req_id = _check_id(msg.get("id"))
         if req_id in active:
             raise _BadRequest(f"request {req_id!r} is still running; use a new id")
-        if len(active) >= self.max_active:
-            raise _BadRequest(f"{len(active)} requests of this connection are still running (limit "
+        doc = f"ws:{msg.get('path')}" if msg.get("path") else f"ws:connection-{conn}"
+        running = [r for r in active.values() if not r.cancel.is_set() and r.doc != doc]  # same doc: superseded
+        if len(running) >= self.max_active:
+            raise _BadRequest(f"{len(running)} requests of this connection are still running (limit "
                               f"{self.max_active}); wait for one to finish or cancel one")
         text, cursor = msg.get("text"), msg.get("cursor")
         if not isinstance(text, str):

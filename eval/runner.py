@@ -186,7 +186,10 @@ def run_eval(task: Task, engine: Any, configs: Sequence[RunConfig], settings: Ru
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(pending), disable=not progress, unit="sample",
                desc=f"{task.name} [{model}]", dynamic_ncols=True)
     warmed: set[RunConfig] = set()
-    service = CompletionService(engine, warmup=None)
+    import torch
+
+    # A fixed thread count: configurations compared side by side must not differ by the load.
+    service = CompletionService(engine, warmup=None, threads=torch.get_num_threads())
     with open(samples_path, "a", encoding="utf-8") as sink, bar:
         if sink.tell() > 0 and not _ends_with_newline(samples_path):
             sink.write("\n")  # close a torn line so the next row starts clean

@@ -15,6 +15,8 @@ import types
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("CODEDEC_THREADS", str(os.cpu_count() or 1))  # no adaptive threads:
+# outputs compared across calls must not depend on the machine's load (tests/codedec/test_threads.py tests it)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
