@@ -186,7 +186,8 @@ class Engine:
             kept = cache.reuse(prompt_ids)  # cached positions, the edited span included
             metrics.reused_tokens = kept - edited
             state = DecodeState(self.model, cache, prompt_ids, params, chain, self.vocab, self.stop_ids)
-            state.feed(should_pause)
+            deadline = None if params.max_time_ms is None else t0 + params.max_time_ms / 1000.0
+            state.feed(should_pause, deadline)
         except Interrupted as stop:
             finish = stop.reason
         except BaseException:

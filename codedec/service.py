@@ -439,6 +439,10 @@ class CompletionService:
                 return CompletionResult(request.id, "", "cancelled", stats={"queue_ms": queue_ms})
             if self.engine is None:
                 return CompletionResult(request.id, "", "error", error=self.load_error or "no model loaded")
+            left = self._budget_left(request)
+            if left is not None and left <= 1.0:  # waited out its budget in the queue: answer now,
+                return CompletionResult(request.id, "", "time",  # not after one more chunk of work
+                                        stats={"queue_ms": queue_ms, "preemptions": request.preemptions})
             result = self._generate(request, queue_ms)
             done = result is not None
             return result

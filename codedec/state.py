@@ -183,9 +183,11 @@ class DecodeState:
         n, p = len(self.cache), len(self.prompt_ids)
         return self.prompt_ids[n:] + self.ids if n < p else self.ids[n - p :]
 
-    def feed(self, should_stop: Callable[[], str | None] | None = None) -> torch.Tensor:
+    def feed(self, should_stop: Callable[[], str | None] | None = None,
+             deadline: float | None = None) -> torch.Tensor:
         """The next-token logits [V], running the forwards the cache is missing (a chunked
-        prefill; ``should_stop`` is asked between chunks, ``forward.Interrupted`` on a stop)."""
+        prefill; ``should_stop`` is asked between chunks, ``forward.Interrupted`` on a stop;
+        chunks shrink toward ``deadline``, see ``forward.prefill``)."""
         if self.logits is None:
-            self.logits = prefill(self.model, self.cache, self.unfed(), should_stop=should_stop)
+            self.logits = prefill(self.model, self.cache, self.unfed(), should_stop=should_stop, deadline=deadline)
         return self.logits

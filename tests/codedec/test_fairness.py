@@ -117,8 +117,23 @@ def test_the_time_budget_counts_from_submission(tiny):
         time.sleep(0.6)  # queued behind the blocker longer than its whole budget
         gate.set()
         result = fut.result(60)
-        assert result.finish_reason == "time" and len(result.token_ids) <= 1  # the engine's one token in time
+        assert result.finish_reason == "time" and result.token_ids == [] and result.text == ""
         assert service.complete(CompletionRequest(id="fresh", doc="b", prefix=SHORT, max_tokens=4,
                                                   time_budget_ms=400), 60).finish_reason != "time"
     finally:
         service.close()
+
+
+def test_prefill_chunks_shrink_toward_the_deadline(tiny):
+    import time
+
+    model = tiny.model
+    forward._SPEED[model] = 2.0  # learned: 2 ms per token
+    try:
+        soon = time.perf_counter() + 0.3  # 300 ms left: 150 tokens fit
+        assert forward._chunk_before(model, soon, 512) in range(140, 151)
+        assert forward._chunk_before(model, time.perf_counter() - 1, 512) == forward.MIN_CHUNK  # spent
+        assert forward._chunk_before(model, time.perf_counter() + 60, 512) == 512  # plenty of time
+        assert forward._chunk_before(model, None, 512) == 512  # no budget
+    finally:
+        forward._SPEED.pop(model, None)
