@@ -4,7 +4,8 @@ Starts ``python -m lsp_server --no-lsp --ws 127.0.0.1:PORT`` with the embedded m
 service the editors use) and, optionally, a CPU hog beside it. ``--sessions`` simulated users each
 take real Python files from installed packages (one of them large), and type a line of them back
 character by character (``--cps`` characters per second), asking for a completion at every
-keystroke as an editor does (each request supersedes the previous one of its file). Reports per
+keystroke as an editor does (each request supersedes the previous one of its file); after
+``--lines-per-spot`` consecutive lines they jump to another file and spot. Reports per
 minute and overall: answered requests, p50/p99 latency of answers (send to ``done``), empty and
 timed-out answers, errors, cancelled (superseded) requests, and the server's RSS.
 
@@ -81,8 +82,9 @@ class Stats:
 
 
 async def user(uid: int, url: str, files: list[Path], rnd: random.Random, stop_at: float, cps: float,
-               stats: Stats) -> None:
-    """One editing session: open a file, pick a line, type it back, ask at every keystroke."""
+               lines_per_spot: int, stats: Stats) -> None:
+    """One editing session: open a file, pick a spot, type ``lines_per_spot`` lines there back one
+    character at a time, asking at every keystroke; then another file and spot."""
     async with connect(url, max_size=None) as ws:
         pending: dict[str, tuple[float, str]] = {}
         reader_done = asyncio.Event()
@@ -116,23 +118,24 @@ async def user(uid: int, url: str, files: list[Path], rnd: random.Random, stop_a
             candidates = [i for i, line in enumerate(lines) if 10 <= len(line.strip()) <= 80]
             if not candidates:
                 continue
-            i = rnd.choice(candidates)
-            target = lines[i]
-            indent = len(target) - len(target.lstrip())
-            head = "".join(lines[:i]) + target[:indent]
-            tail = "\n" + "".join(lines[i + 1:])
-            for k in range(indent, len(target.rstrip("\n")) + 1):
-                if time.monotonic() >= stop_at:
-                    break
-                typed = head + target[indent:k]
-                req_id = f"u{uid}-{n}"
-                n += 1
-                pending[req_id] = (time.monotonic(), path.name)
-                await ws.send(json.dumps({"type": "complete", "id": req_id, "text": typed + tail,
-                                          "cursor": len(typed), "path": str(path),
-                                          "options": {"single_line": rnd.random() < 0.7}}))
-                await asyncio.sleep(rnd.expovariate(cps))
-            await asyncio.sleep(rnd.uniform(0.5, 2.0))  # the user reads, then moves on
+            first = rnd.choice(candidates)
+            for i in range(first, min(first + lines_per_spot, len(lines))):  # consecutive lines at one spot
+                target = lines[i]
+                indent = len(target) - len(target.lstrip())
+                head = "".join(lines[:i]) + target[:indent]
+                tail = "\n" + "".join(lines[i + 1:])
+                for k in range(indent, len(target.rstrip("\n")) + 1):
+                    if time.monotonic() >= stop_at:
+                        break
+                    typed = head + target[indent:k]
+                    req_id = f"u{uid}-{n}"
+                    n += 1
+                    pending[req_id] = (time.monotonic(), path.name)
+                    await ws.send(json.dumps({"type": "complete", "id": req_id, "text": typed + tail,
+                                              "cursor": len(typed), "path": str(path),
+                                              "options": {"single_line": rnd.random() < 0.7}}))
+                    await asyncio.sleep(rnd.expovariate(cps))
+                await asyncio.sleep(rnd.uniform(0.5, 2.0))  # the user reads the suggestion, goes on
         await asyncio.sleep(3.0)  # let the last answers arrive
         await ws.close()
         await reader_done.wait()
@@ -167,11 +170,12 @@ async def soak(args: argparse.Namespace) -> int:
         stats = Stats()
         t0 = time.monotonic()
         stop_at = t0 + args.minutes * 60
-        users = [user(u, url, files, random.Random(args.seed * 100 + u), stop_at, args.cps, stats)
+        users = [user(u, url, files, random.Random(args.seed * 100 + u), stop_at, args.cps, args.lines_per_spot,
+                      stats)
                  for u in range(args.sessions)]
         gathered = asyncio.gather(*users)
-        print(f"soak: {args.sessions} editing sessions, {args.minutes} min, {args.hog} CPU hog(s), model {args.model}",
-              flush=True)
+        print(f"soak: {args.sessions} editing sessions, {args.minutes} min, {args.hog} CPU hog(s), model "
+              f"{args.model}, {args.lines_per_spot} line(s) per spot, {args.cps} chars/s", flush=True)
         minute = 0
         while not gathered.done():
             await asyncio.sleep(1.0)
@@ -183,12 +187,12 @@ async def soak(args: argparse.Namespace) -> int:
         await gathered
         print(f"total  : {stats.summary(stats.rows)}  rss {rss_mb(server.pid):6.0f} MB", flush=True)
         answered = [r for r in stats.rows if r["kind"] == "done" and r["finish"] != "cancelled"]
-        if answered:
-            reuse = [r["reused"] / r["prompt_tokens"] for r in answered if r.get("prompt_tokens")]
-            print(f"mean prompt tokens {statistics.mean(r['prompt_tokens'] or 0 for r in answered):.0f}, "
-                  f"mean reuse {100 * statistics.mean(reuse):.0f} %, threads used "
-                  f"{sorted({r['threads'] for r in answered})}, preempted answers "
-                  f"{sum(1 for r in answered if r.get('preemptions'))}")
+        ran = [r for r in answered if r.get("prompt_tokens")]  # not answered at once for a spent budget
+        if ran:
+            print(f"{len(answered) - len(ran)} answered at once (budget spent in the queue); of the rest: mean "
+                  f"prompt tokens {statistics.mean(r['prompt_tokens'] for r in ran):.0f}, mean reuse "
+                  f"{100 * statistics.mean(r['reused'] / r['prompt_tokens'] for r in ran):.0f} %, threads used "
+                  f"{sorted({r['threads'] for r in ran})}, preempted {sum(1 for r in ran if r.get('preemptions'))}")
         for r in stats.rows:
             if r["kind"] == "error":
                 print(f"error: {r['error']}")
@@ -216,6 +220,8 @@ def main() -> int:
     ap.add_argument("--sessions", type=int, default=3, help="simulated users typing at once")
     ap.add_argument("--files", type=int, default=12)
     ap.add_argument("--cps", type=float, default=6.0, help="typing speed, characters per second")
+    ap.add_argument("--lines-per-spot", type=int, default=4,
+                    help="consecutive lines typed at one spot before jumping elsewhere (1: jump after each line)")
     ap.add_argument("--hog", type=int, nargs="?", const=1, default=0, help="CPU hogs beside the server")
     ap.add_argument("--model", default="smollm2")
     ap.add_argument("--seed", type=int, default=0)

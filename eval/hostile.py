@@ -292,10 +292,9 @@ def program_for(case: HostileCase, values: dict[str, str]) -> str:
     return problem.program(completion)
 
 
-def run_case(case: HostileCase, traps: _Traps, *, timeout_s: float = 10.0) -> Outcome:
-    """Run one case under the traps; the peak number of sandbox processes is sampled meanwhile."""
-    limits = {"timeout_s": timeout_s, **case.limits}
-    free_before = {p: _free_mb(p) for p in ("/", "/tmp", "/dev/shm") if os.path.isdir(p)}
+@contextmanager
+def peak_processes() -> Iterator[list[int]]:
+    """While inside, sample the number of live sandbox processes every 20 ms; ``[peak]``."""
     peak, stop = [0], threading.Event()
 
     def watch() -> None:
@@ -306,10 +305,18 @@ def run_case(case: HostileCase, traps: _Traps, *, timeout_s: float = 10.0) -> Ou
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
     try:
-        result: SandboxResult = run_program(program_for(case, traps.values()), **limits)
+        yield peak
     finally:
         stop.set()
         watcher.join()
+
+
+def run_case(case: HostileCase, traps: _Traps, *, timeout_s: float = 10.0) -> Outcome:
+    """Run one case under the traps; the peak number of sandbox processes is sampled meanwhile."""
+    limits = {"timeout_s": timeout_s, **case.limits}
+    free_before = {p: _free_mb(p) for p in ("/", "/tmp", "/dev/shm") if os.path.isdir(p)}
+    with peak_processes() as peak:
+        result: SandboxResult = run_program(program_for(case, traps.values()), **limits)
     if case.settle_s:
         time.sleep(case.settle_s)
     breaches = traps.leaked(result.stdout_tail + result.stderr_tail) + traps.breaches()

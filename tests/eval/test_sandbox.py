@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import os
 import sys
-import threading
-import time
 
 import pytest
+from codedec_eval.hostile import peak_processes
 from codedec_eval.humaneval import load_humaneval
 from codedec_eval.isolation import probe_isolation
 from codedec_eval.sandbox import run_program
@@ -71,21 +70,8 @@ def test_fork_bomb_is_contained_and_cleaned_up(deadline, sandbox_processes):
     if not (iso.pids_cgroup or iso.nproc_enforced):
         pytest.skip(f"no process-count limit works here ({iso.describe()})")
     code = "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass\n"
-    peak = [0]
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.is_set():
-            peak[0] = max(peak[0], sandbox_processes())
-            time.sleep(0.02)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
+    with peak_processes() as peak:
         r = deadline(30, run_program, code, timeout_s=1.5, max_procs=16)
-    finally:
-        stop.set()
-        watcher.join()
     assert r.status in ("timeout", "failed", "killed") and not r.passed
     assert peak[0] <= 16 + 2 + 2  # the budget, the launcher and its init, slack for a racing fork
     assert sandbox_processes() == 0
