@@ -12,10 +12,18 @@ Pure functions; ``finalize`` applies them in this order:
    completion opens and closes itself are kept (``foo(|)`` + ``f(x)`` stays ``f(x)``).
 4. ``trim_suffix_overlap``: the completion's tail that repeats the start of the suffix is cut, and
    so is everything from a completion line equal to the next non-blank line after the cursor.
-5. Trailing whitespace goes; a completion of only whitespace becomes ``""`` (nothing to show).
+5. ``cut_repetition`` (in the spirit of DeRep, Dong et al. 2025): a run of text the model
+   repeats back to back is kept once — a phrase of 16+ characters repeated inside a line (the
+   string literal saying the same sentence six times keeps it once and its closing quote), and
+   a line or a block of lines repeated right after itself (the completion ends after the first
+   copy). Repeats that are not back to back are code's normal shape and stay, and so does data
+   (a phrase with no letter, or one that is itself periodic: ``[0, 0, 0, ...]``).
+6. Trailing whitespace goes; a completion of only whitespace becomes ``""`` (nothing to show).
 """
 
 from __future__ import annotations
+
+import re
 
 from codedec.heuristics import BLOCK_OPENERS, SINGLE, last_code_line, line_prefix, line_suffix
 
@@ -176,6 +184,51 @@ def trim_suffix_overlap(completion: str, prefix: str, suffix: str, min_chars: in
     return completion
 
 
+MIN_PHRASE = 16  # characters: a shorter unit repeated inside a line is not cut ("hello hello")
+MIN_LINE = 6  # non-blank characters: shorter lines (closers, ``pass``, ``else:``) may repeat
+_PHRASE = re.compile(r"(\S.{" + str(MIN_PHRASE - 1) + r",}?)(?:\s*\1)+")
+_SCAN_CHARS = 600  # longer lines are not scanned for phrases (the scan is quadratic: 20 ms at 600)
+
+
+def _periodic(unit: str) -> bool:
+    """Does ``unit`` repeat a piece of at most half its length (``"0, 0, 0, 0"``)?"""
+    return any(unit[p:] == unit[:-p] for p in range(1, len(unit) // 2 + 1))
+
+
+def _collapse_phrases(line: str) -> str:
+    """``line`` with each back-to-back repeat of a 16+ character phrase kept once; a partial
+    copy the generation was cut in the middle of goes too."""
+    if len(line) > _SCAN_CHARS:
+        return line
+    out, pos = [], 0
+    for m in _PHRASE.finditer(line):
+        unit = m.group(1)
+        if _periodic(unit) or not any(c.isalpha() for c in unit):  # data: [0, 0, 0, ...], "----"
+            continue
+        out.append(line[pos : m.start()] + unit)
+        pos = m.end()
+        rest = line[pos:]
+        stripped = rest.lstrip()
+        if stripped and len(stripped) < len(unit) and unit.startswith(stripped):  # a cut-off copy
+            pos = len(line)
+    out.append(line[pos:])
+    return "".join(out)
+
+
+def cut_repetition(completion: str) -> str:
+    """Step 5 of the module docstring: repeated phrases inside lines kept once; the completion
+    ends before the first line or block of lines that repeats the one right before it."""
+    lines = [_collapse_phrases(line) for line in completion.split("\n")]
+    keys = [line.strip() for line in lines]
+    for i in range(1, len(lines)):
+        for k in range(1, min(i, len(lines) - i) + 1):  # the k lines before i, again from i
+            block = keys[i - k : i]
+            if block == keys[i : i + k] and sum(len(x) for x in block) >= MIN_LINE and any(
+                    len(x) >= MIN_LINE for x in block):
+                return "\n".join(lines[:i])
+    return "\n".join(lines)
+
+
 def finalize(completion: str, prefix: str, suffix: str, mode: str) -> str:
     """The text to show for ``completion`` generated between ``prefix`` and ``suffix``."""
     if mode == SINGLE:
@@ -187,5 +240,6 @@ def finalize(completion: str, prefix: str, suffix: str, mode: str) -> str:
     if after.strip():
         completion = strip_duplicate_closers(completion, after, open_quote(line_prefix(prefix)))
     completion = trim_suffix_overlap(completion, prefix, suffix)
+    completion = cut_repetition(completion)
     completion = completion.rstrip()
     return completion if completion.strip() else ""

