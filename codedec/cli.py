@@ -117,9 +117,14 @@ def cmd_complete(args: argparse.Namespace) -> int:
     mode = decide_mode(prefix, suffix, settings.line_mode)
     if mode == NONE:  # asked explicitly: complete anyway, this line only unless forced multi
         mode = MULTI if settings.line_mode == MULTI else SINGLE
+    file = str(cursor.path.resolve())  # names the file for the monitor and keys its cache
+    if "monitor" in settings.decoding:  # its language server starts while the model loads
+        from codedec.monitor.client import monitor_for
+        from codedec.processors.monitor import workspace_root
+
+        monitor_for(workspace_root(file))
     loaded = _load(settings.model)
     service = CompletionService(Engine(loaded), warmup=None)
-    file = str(cursor.path.resolve())  # names the file for the monitor and keys its cache
 
     def stream(delta: str) -> None:
         sys.stdout.write(delta)

@@ -15,6 +15,7 @@ What it is not: the request queue (``codedec.service``) or the post-processing o
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -100,7 +101,12 @@ def prepare(
             log.debug("cursor analysis failed; components use their own lexers", exc_info=True)
     context = ComponentContext(engine.vocab, tuple(engine.stop_ids), text, engine.tokenizer,
                                view=views[0] if views else None, cursor=cursor)
-    chain = healing_chain(engine.vocab, prompt.heal_text, build_processors(names, context), views)
+    processors = build_processors(names, context)
+    deadline = None if time_budget_ms is None else time.monotonic() + time_budget_ms / 1000.0
+    for proc in processors:  # queries that can run while the prompt is prefilled (the monitor's at the cursor)
+        if hasattr(proc, "prefetch"):
+            proc.prefetch(prompt.heal_text, deadline)
+    chain = healing_chain(engine.vocab, prompt.heal_text, processors, views)
     return Prepared(prompt.ids, params, chain, prompt.heal_text, prompt.mode)
 
 

@@ -459,6 +459,12 @@ def register_features(server: CodedecServer) -> CodedecServer:
     async def did_open(ls: CodedecServer, params: types.DidOpenTextDocumentParams) -> None:
         d = params.text_document
         ls.ensure_service().documents.open(d.uri, d.text, d.version, d.language_id)
+        if "monitor" in ls.settings.decoding and d.language_id == "python" and d.uri.startswith("file:"):
+            # the workspace's language server starts (and warms) now, not at the first `obj.`
+            from codedec.monitor.client import monitor_for
+            from codedec.processors.monitor import workspace_root
+
+            monitor_for(workspace_root(uris.to_fs_path(d.uri)))
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     @_guard(lambda: None)

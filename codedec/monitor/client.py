@@ -12,8 +12,10 @@ most a budget:
    first time, then incremental ``didChange`` with the single edited range — and asks for
    completions at ``offset``; it returns a ``concurrent.futures.Future`` of the completion
    labels that are identifiers (``[]`` on any error: a monitor never breaks a completion);
-3. a server that exited or timed out on ``initialize`` is restarted by the next ``request`` (at
-   most once per ``restart_interval_s``); in between, requests resolve to ``[]`` at once.
+3. a request made while the server is starting waits for it (the first completion in a fresh
+   workspace is answered, not skipped); a server that exited or timed out on ``initialize`` is
+   restarted by the next ``request`` (at most once per ``restart_interval_s``); in between,
+   requests resolve to ``[]`` at once.
 
 What it is not: an editor client. It never applies edits, shows diagnostics or resolves items.
 """
@@ -160,17 +162,29 @@ class MonitorClient:
     # --- queries ---------------------------------------------------------------------------
     def request(self, path: str, text: str, offset: int) -> concurrent.futures.Future:
         """Completion labels at character ``offset`` of ``text`` (the whole document at
-        ``path``), as a future. Resolves to ``[]`` when the server is not ready or fails."""
-        if not self.ready:
-            if not self.closed and (self._starting is None or self._starting.done()) and (
-                time.monotonic() - self._last_start >= self.restart_interval_s
-            ):
-                self.start(wait=False)
-            done: concurrent.futures.Future = concurrent.futures.Future()
-            done.set_result([])
-            return done
+        ``path``), as a future. While the server is starting (a fresh workspace, or a document
+        opened a moment ago) the query waits for it; the future resolves to ``[]`` when the
+        server failed, or is down and not due for a restart yet."""
         line, col = position(text, offset)
+        if not self.ready:
+            starting = self._starting
+            if starting is not None and not starting.done():
+                return asyncio.run_coroutine_threadsafe(self._after_start(starting, path, text, line, col),
+                                                        self._loop)
+            if not self.closed and (time.monotonic() - self._last_start >= self.restart_interval_s):
+                self.start(wait=False)
+                return self.request(path, text, offset) if self._starting is not None else _empty()
+            return _empty()
         return asyncio.run_coroutine_threadsafe(self._complete_safe(path, text, line, col), self._loop)
+
+    async def _after_start(self, starting: concurrent.futures.Future, path: str, text: str, line: int,
+                           col: int) -> list[str]:
+        try:
+            if not await asyncio.wrap_future(starting):
+                return []
+        except Exception:  # noqa: BLE001 - a failed start is no answer
+            return []
+        return await self._complete_safe(path, text, line, col)
 
     async def _complete_safe(self, path: str, text: str, line: int, col: int) -> list[str]:
         try:
@@ -228,6 +242,12 @@ class MonitorClient:
 _CLIENTS: dict[tuple[Path, tuple[str, ...]], MonitorClient] = {}
 _LOCK = threading.Lock()
 _AT_EXIT: list[bool] = []
+
+
+def _empty() -> concurrent.futures.Future:
+    done: concurrent.futures.Future = concurrent.futures.Future()
+    done.set_result([])
+    return done
 
 
 def monitor_for(root: str | Path, command: tuple[str, ...] = DEFAULT_COMMAND) -> MonitorClient:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import tempfile
+import time
 import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -64,10 +65,14 @@ def is_name_byte(b: int) -> bool:
 
 @dataclass(frozen=True)
 class MonitorConfig:
-    """``budget_ms``: how long a trigger waits for the language server; ``command``: the server;
-    ``closed_variant``: also query with the open brackets auto-closed (union of answers)."""
+    """``budget_ms``: how long a trigger in the generated text waits for the language server;
+    ``cursor_budget_ms``: how long, after the prefill, the trigger right at the cursor waits (its
+    query was sent before the prefill, so the server had the prefill's time too; the first token
+    after ``obj.`` is the one MGD exists for); ``command``: the server; ``closed_variant``: also
+    query with the open brackets auto-closed (union of answers)."""
 
     budget_ms: float = 150.0
+    cursor_budget_ms: float = 1000.0
     command: tuple[str, ...] = DEFAULT_COMMAND
     closed_variant: bool = True
 
@@ -154,7 +159,32 @@ class MonitorProcessor:
         self._answers: dict[bytes, list[concurrent.futures.Future]] = {}
         self._masks: dict[tuple[bytes, bytes], np.ndarray | None] = {}
         self._on_time: set[bytes] = set()
-        self.stats = {"triggers": 0, "answered": 0, "late": 0, "masked_steps": 0}
+        self._cursor_key: bytes | None = None  # the trigger at the cursor, queried before the prefill
+        self._cursor_deadline: float | None = None
+        self.stats = {"triggers": 0, "answered": 0, "late": 0, "masked_steps": 0, "cursor": "none"}
+
+    def prefetch(self, heal_text: str = "", deadline: float | None = None) -> None:
+        """Send the query for a trigger at the cursor now, before the prefill runs (``prepare``
+        calls it). ``heal_text``: the text token healing will regenerate first (``box.`` healed
+        to ``box`` + ``.``: the trigger is then the healed dot). ``deadline`` (``time.monotonic``):
+        the end of the request's time budget; while the workspace's language server is still
+        starting, the cursor's query may wait until then (without a budget: until the server's
+        start timeout) — a fresh workspace's first completion is then constrained like any other."""
+        self._cursor_deadline = deadline
+        try:
+            if heal_text.startswith(".") and self.receiver_at_end():
+                key = b"."
+            else:
+                at = self.trigger()
+                if at is None or at[0] or heal_text:
+                    return
+                key = b""
+        except Exception:  # noqa: BLE001 - no lexer state: no prefetch
+            log.debug("monitor: no trigger state at the cursor", exc_info=True)
+            return
+        self._cursor_key = key
+        self.stats["cursor"] = "queried"
+        self._query(key)
 
     # --- life cycle ------------------------------------------------------------------------
     @property
@@ -262,18 +292,22 @@ class MonitorProcessor:
         """Valid names right after ``key`` (the generated text up to the trigger, its ``.`` or
         ``import`` included); None while there is no answer."""
         futures = self._answers.get(key)
-        if futures is None:
-            self.stats["triggers"] += 1
-            gen = key.decode("utf-8", errors="replace")
-            doc = self.prefix + gen + self.suffix
-            futures = [self._client().request(self.doc_path, doc, len(self.prefix) + len(gen))]
-            if self.config.closed_variant and self.lexer.depth:
-                closers = "".join(_CLOSE[c] for c in reversed(self.lexer.stack))
-                futures.append(self._client().request(self.closed_path, self.prefix + gen + closers + "\n",
-                                                      len(self.prefix) + len(gen)))
-            self._answers[key] = futures
-            done, _ = concurrent.futures.wait(futures, timeout=self.config.budget_ms / 1000)
-            if len(done) == len(futures):
+        if futures is None or (key == self._cursor_key and self.stats["cursor"] == "queried"):
+            budget = self.config.budget_ms
+            if futures is None:
+                futures = self._query(key)
+            else:  # the cursor's query, sent before the prefill: its first wait
+                budget = self.config.cursor_budget_ms
+                client = self._client()
+                if not getattr(client, "ready", True):  # still starting: wait for it, within the budget
+                    end = self._cursor_deadline
+                    left = (end - time.monotonic()) * 1000 if end is not None else client.start_timeout_s * 1000
+                    budget = max(budget, left)
+            done, _ = concurrent.futures.wait(futures, timeout=budget / 1000)
+            on_time = len(done) == len(futures)
+            if key == self._cursor_key:
+                self.stats["cursor"] = "answered" if on_time else "timed_out"
+            if on_time:
                 self.stats["answered"] += 1
                 self._on_time.add(key)
         if not all(f.done() for f in futures):
@@ -288,6 +322,19 @@ class MonitorProcessor:
             except Exception:  # noqa: BLE001 - a failed query is no answer
                 return None
         return sorted(names)
+
+    def _query(self, key: bytes) -> list[concurrent.futures.Future]:
+        """Ask the language server for the names after ``key`` (see the module docstring)."""
+        self.stats["triggers"] += 1
+        gen = key.decode("utf-8", errors="replace")
+        doc = self.prefix + gen + self.suffix
+        futures = [self._client().request(self.doc_path, doc, len(self.prefix) + len(gen))]
+        if self.config.closed_variant and self.lexer.depth:
+            closers = "".join(_CLOSE[c] for c in reversed(self.lexer.stack))
+            futures.append(self._client().request(self.closed_path, self.prefix + gen + closers + "\n",
+                                                  len(self.prefix) + len(gen)))
+        self._answers[key] = futures
+        return futures
 
     def allowed(self, key: bytes, partial: bytes, lead: bytes = b"") -> np.ndarray | None:
         """Allowed ids after ``key`` with ``partial`` of the name written (None: no mask). With
