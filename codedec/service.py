@@ -515,6 +515,9 @@ class CompletionService:
             "preemptions": request.preemptions,
             "threads": threads,
         }
+        constraints = prepared.chain.reports()
+        if constraints:
+            stats["constraints"] = constraints
         if request.replaced:
             stats["replaced_chars"] = request.replaced
             if request.doc not in self._reported_docs:

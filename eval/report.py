@@ -13,6 +13,8 @@ from typing import Any
 
 from rich.table import Table
 
+from codedec.constraint_report import constraint_cell
+
 
 def _fmt(value: float, digits: int = 1) -> str:
     return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
@@ -47,13 +49,17 @@ def render_table(summary: dict[str, Any]) -> Table:
         table.add_column(_header(key), justify="right", no_wrap=True)
     for name in ("p50 ms", "p95 ms", "tok/s", "prompt tok", "n"):
         table.add_column(name, justify="right", no_wrap=True)
+    constrained = any(cfg.get("constraints") for cfg in summary["configs"].values())
+    if constrained:
+        table.add_column("constraints (off % / monitor answers on time-late-never %)")
     for label, cfg in summary["configs"].items():
         q = cfg["quality"]
         table.add_row(
             label, *[_fmt(q.get(k, math.nan)) for k in keys],
             _fmt(cfg["latency_ms"]["p50"], 0), _fmt(cfg["latency_ms"]["p95"], 0),
             _fmt(cfg["tokens_per_s"], 0 if cfg["tokens_per_s"] >= 100 else 1),
-            _fmt(cfg["mean_prompt_tokens"], 0), str(cfg["n"]))
+            _fmt(cfg["mean_prompt_tokens"], 0), str(cfg["n"]),
+            *([constraint_cell(cfg.get("constraints") or {})] if constrained else []))
     return table
 
 

@@ -42,6 +42,8 @@ from codedec_eval.metrics import latency_summary
 from codedec_eval.tasks import Sample, Task
 from tqdm import tqdm
 
+from codedec.constraint_report import constraint_rates
+
 log = logging.getLogger(__name__)
 
 NO_HEAL = "no-heal"
@@ -214,6 +216,8 @@ def run_eval(task: Task, engine: Any, configs: Sequence[RunConfig], settings: Ru
                 "total_ms": completion.total_ms, "ms_per_token": completion.ms_per_token,
                 "finish_reason": completion.finish_reason, **task.score(sample, completion.text),
             }
+            if completion.stats.get("constraints"):  # what each constraint really did for this row
+                row["constraints"] = completion.stats["constraints"]
             sink.write(json.dumps(row, ensure_ascii=False) + "\n")
             sink.flush()
             bar.update(1)
@@ -248,6 +252,9 @@ def summarize(task: Task, model: str, settings: RunSettings, configs: Sequence[R
             "mean_new_tokens": new_tokens / len(mine) if mine else 0.0,
             "finish_reasons": dict(Counter(r["finish_reason"] for r in mine)),
         }
+        constraints = constraint_rates(mine)
+        if constraints:
+            per_config[config.label]["constraints"] = constraints
     return {"task": task.describe(), "primary": task.primary, "model": model, "settings": asdict(settings),
             "configs": per_config}
 

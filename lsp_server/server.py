@@ -381,6 +381,7 @@ class CodedecServer(LanguageServer):
             reused_tokens=result.stats.get("reused_tokens"),
             prompt_tokens=result.stats.get("prompt_tokens"),
             finish_reason=result.finish_reason,
+            **({"constraints": result.stats["constraints"]} if result.stats.get("constraints") else {}),
         )
         return Completed(text, prefix, mode,
                          {"tokens": result.stats.get("new_tokens"), "total_ms": result.stats.get("total_ms")})

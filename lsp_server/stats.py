@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from codedec.constraint_report import constraint_cell, constraint_rates
 from codedec.metrics import percentiles
 from lsp_server.telemetry import default_path, read_events
 
@@ -51,6 +52,7 @@ def summarize(events: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "cache_hit_rate": len(cache_lat) / len(served) if served else None,
         "latency_ms": {"model": pct(model_lat, (50, 95, 99)), "cache": pct(cache_lat, (50, 95))},
         "first_partial_ms": pct(first, (50, 95)),
+        "constraints": constraint_rates([e for e in finished if e.get("source") == "model"]),
     }
 
 
@@ -71,6 +73,8 @@ def render(s: dict[str, Any]) -> str:
             f"latency (model) p50 {_fmt(lm['p50'])} ms  p95 {_fmt(lm['p95'])} ms  p99 {_fmt(lm['p99'])} ms",
             f"latency (cache) p50 {_fmt(lc['p50'])} ms  p95 {_fmt(lc['p95'])} ms",
             f"first partial   p50 {_fmt(fp['p50'])} ms  p95 {_fmt(fp['p95'])} ms",
+            *([f"constraints     {constraint_cell(s['constraints'])}  (off % / monitor answers on time-late-never %)"]
+              if s.get("constraints") else []),
         ]
     )
 

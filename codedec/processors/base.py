@@ -183,6 +183,17 @@ class ProcessorChain:
     def __len__(self) -> int:
         return len(self.processors)
 
+    def reports(self) -> dict[str, dict]:
+        """What each constraint that can switch itself off did (``report()``), by its name:
+        on/off and why, answered on time/late/timed out — so a result never passes for
+        constrained when it was not."""
+        out = {}
+        for proc in self.processors:
+            report = getattr(proc, "report", None)
+            if report is not None:
+                out[getattr(proc, "name", type(proc).__name__.removesuffix("Processor").lower())] = report()
+        return out
+
     def __call__(
         self, logits: torch.Tensor, draft: Sequence[int] = (), parents: Sequence[int] | None = None
     ) -> torch.Tensor:

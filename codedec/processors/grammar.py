@@ -183,6 +183,10 @@ class GrammarProcessor:
         finally:
             self._shared_view = None
 
+    def report(self) -> dict:
+        """Was the grammar on for this request, and if not, why (``reason``)."""
+        return {"active": self.active, "reason": self.reason, "suspended": self.suspended_at is not None}
+
     # --- set-up ----------------------------------------------------------------------------
     def _off(self, reason: str) -> None:
         self.active = False

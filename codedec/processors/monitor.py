@@ -149,6 +149,7 @@ class MonitorProcessor:
         self._root = root
         self.region = b""
         self.active = True
+        self.reason = ""
         try:
             cur = cursor if cursor is not None else analyse(prefix, suffix)
             self.region = cur.region
@@ -162,6 +163,16 @@ class MonitorProcessor:
         self._cursor_key: bytes | None = None  # the trigger at the cursor, queried before the prefill
         self._cursor_deadline: float | None = None
         self.stats = {"triggers": 0, "answered": 0, "late": 0, "masked_steps": 0, "cursor": "none"}
+
+    def report(self) -> dict:
+        """Per request: on or switched off (``reason``); triggers answered on time, late (used
+        from the step the answer came) or never; what happened at the cursor (``none``: no
+        trigger there, ``answered``, ``timed_out``, ``queried``: never needed)."""
+        st = self.stats
+        never = st["triggers"] - st["answered"] - st["late"]
+        return {"active": self.active, "reason": self.reason, "triggers": st["triggers"],
+                "on_time": st["answered"], "late": st["late"], "timed_out": max(0, never),
+                "cursor": st["cursor"], "masked_steps": st["masked_steps"]}
 
     def prefetch(self, heal_text: str = "", deadline: float | None = None) -> None:
         """Send the query for a trigger at the cursor now, before the prefill runs (``prepare``
@@ -408,9 +419,10 @@ class MonitorProcessor:
                 if dot is not None:
                     return dot | ~self._dots()[0]
             return None
-        except Exception:  # noqa: BLE001 - a monitor never breaks a completion
+        except Exception as err:  # noqa: BLE001 - a monitor never breaks a completion
             log.warning("monitor: switched off for this request", exc_info=True)
             self.active = False
+            self.reason = f"{type(err).__name__}: {err}"
             return None
 
     def _dots(self) -> tuple[np.ndarray, np.ndarray]:

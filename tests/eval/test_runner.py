@@ -190,3 +190,23 @@ def test_samples_by_config_reads_several_runs(tmp_path):
     got = samples_by_config([a, b, tmp_path / "missing.jsonl"])
     assert {c: {t: r["v"] for t, r in rows.items()} for c, rows in got.items()} == {
         "plain": {"t1": 3}, "rpg": {"t2": 4}}
+
+
+def test_constraint_reports_reach_the_rows_summary_and_table():
+    """A constraint that switched itself off is visible per row and as a rate (E13 item 3)."""
+    from codedec.constraint_report import constraint_cell, constraint_rates
+
+    rows = [
+        {"constraints": {"grammar": {"active": True, "reason": ""},
+                         "monitor": {"active": True, "triggers": 2, "on_time": 1, "late": 1, "timed_out": 0}}},
+        {"constraints": {"grammar": {"active": False, "reason": "the grammar rejects the current line"},
+                         "monitor": {"active": False, "reason": "RuntimeError: x", "triggers": 2, "on_time": 0,
+                                     "late": 0, "timed_out": 2}}},
+        {},
+    ]
+    rates = constraint_rates(rows)
+    assert rates["grammar"]["off_pct"] == 50.0 and rates["grammar"]["rows"] == 2
+    assert rates["grammar"]["off_reasons"] == {"the grammar rejects the current line": 1}
+    assert (rates["monitor"]["on_time_pct"], rates["monitor"]["late_pct"], rates["monitor"]["timed_out_pct"]) == (
+        25.0, 25.0, 50.0)
+    assert constraint_cell(rates) == "grammar off 50%; monitor off 50% 25-25-50"

@@ -37,3 +37,32 @@ def test_first_request_in_a_fresh_workspace_is_constrained(tiny, tmp_path):
     finally:
         service.close()
         close_all()
+
+
+class _Silent:
+    """A language server that never answers."""
+
+    ready = True
+
+    def request(self, path, text, offset):
+        import concurrent.futures
+
+        return concurrent.futures.Future()
+
+
+def test_a_timed_out_constraint_is_reported_not_silent(tiny, monkeypatch):
+    import codedec.processors.monitor as monitor
+
+    monkeypatch.setattr(monitor, "monitor_for", lambda root, command=None: _Silent())
+    service = CompletionService(Engine(tiny))
+    try:
+        mon = service.complete(CompletionRequest(id=1, doc="m", prefix="import os\nx = os.", decoding=("monitor",),
+                                                 max_tokens=3, time_budget_ms=None, single_line=True), timeout=60)
+        report = mon.stats["constraints"]["monitor"]
+        assert report["cursor"] == "timed_out" and report["timed_out"] >= 1 and report["on_time"] == 0, report
+        gram = service.complete(CompletionRequest(id=2, doc="g", prefix="x = ) + ", decoding=("grammar",),
+                                                  max_tokens=3, time_budget_ms=None), timeout=60)
+        report = gram.stats["constraints"]["grammar"]
+        assert report["active"] is False and report["reason"], report
+    finally:
+        service.close()
