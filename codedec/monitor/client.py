@@ -14,8 +14,10 @@ most a budget:
    labels that are identifiers (``[]`` on any error: a monitor never breaks a completion);
 3. a request made while the server is starting waits for it (the first completion in a fresh
    workspace is answered, not skipped); a server that exited or timed out on ``initialize`` is
-   restarted by the next ``request`` (at most once per ``restart_interval_s``); in between,
-   requests resolve to ``[]`` at once.
+   restarted by the next ``request`` (at most once per ``restart_delay()``: the interval doubles
+   with each failed start in a row); in between, requests resolve to ``[]`` at once.
+4. ``monitor_for`` keeps a bounded pool: one server per workspace root, at most ``MAX_SERVERS``
+   (least recently used shut down first), and a reaper shuts down servers idle for ``IDLE_S``.
 
 What it is not: an editor client. It never applies edits, shows diagnostics or resolves items.
 """
@@ -31,6 +33,7 @@ import re
 import sys
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 
 from codedec.monitor.documents import end_position, incremental_change, position
@@ -72,7 +75,9 @@ class MonitorClient:
         self._last_start = 0.0
         self._docs: dict[str, tuple[int, str]] = {}  # uri -> (version, text the server has)
         self.starts = 0
+        self.failures = 0  # failed starts in a row: the restart interval doubles with each
         self.closed = False
+        self.last_used = time.monotonic()
 
     # --- life cycle ------------------------------------------------------------------------
     @property
@@ -90,6 +95,9 @@ class MonitorClient:
         if self._starting is None or self._starting.done():
             if self.ready:
                 return True
+            if self._starting is not None:  # the previous start ended: did it work?
+                ok = not self._starting.cancelled() and self._starting.exception() is None and self._starting.result()
+                self.failures = 0 if ok else self.failures + 1
             self._last_start = time.monotonic()
             self._starting = asyncio.run_coroutine_threadsafe(self._start(), self._loop)
         if not wait:
@@ -165,17 +173,23 @@ class MonitorClient:
         ``path``), as a future. While the server is starting (a fresh workspace, or a document
         opened a moment ago) the query waits for it; the future resolves to ``[]`` when the
         server failed, or is down and not due for a restart yet."""
+        self.last_used = time.monotonic()
         line, col = position(text, offset)
         if not self.ready:
             starting = self._starting
             if starting is not None and not starting.done():
                 return asyncio.run_coroutine_threadsafe(self._after_start(starting, path, text, line, col),
                                                         self._loop)
-            if not self.closed and (time.monotonic() - self._last_start >= self.restart_interval_s):
+            if not self.closed and (time.monotonic() - self._last_start >= self.restart_delay()):
                 self.start(wait=False)
                 return self.request(path, text, offset) if self._starting is not None else _empty()
             return _empty()
         return asyncio.run_coroutine_threadsafe(self._complete_safe(path, text, line, col), self._loop)
+
+    def restart_delay(self) -> float:
+        """Seconds before the next restart: ``restart_interval_s``, doubled per failed start in a
+        row (a server that cannot start is not relaunched every few seconds), at most 5 minutes."""
+        return min(300.0, self.restart_interval_s * 2 ** min(self.failures, 16))
 
     async def _after_start(self, starting: concurrent.futures.Future, path: str, text: str, line: int,
                            col: int) -> list[str]:
@@ -239,9 +253,13 @@ class MonitorClient:
         self._docs[uri] = (version + 1, text)
 
 
-_CLIENTS: dict[tuple[Path, tuple[str, ...]], MonitorClient] = {}
+MAX_SERVERS = 4  # language servers kept at once (one per workspace root); the least recently used goes
+IDLE_S = 600.0  # a server not asked anything for this long is shut down
+_REAP_EVERY_S = 30.0
+_CLIENTS: OrderedDict[tuple[Path, tuple[str, ...]], MonitorClient] = OrderedDict()
 _LOCK = threading.Lock()
 _AT_EXIT: list[bool] = []
+_REAPER: list[threading.Thread] = []
 
 
 def _empty() -> concurrent.futures.Future:
@@ -251,7 +269,11 @@ def _empty() -> concurrent.futures.Future:
 
 
 def monitor_for(root: str | Path, command: tuple[str, ...] = DEFAULT_COMMAND) -> MonitorClient:
-    """The shared client for a workspace root (started on first use, in the background)."""
+    """The shared client for a workspace root (started on first use, in the background).
+
+    The pool is bounded: at most ``MAX_SERVERS`` servers (the least recently used is shut down
+    for a new one), and a server idle for ``IDLE_S`` is shut down by a reaper thread (the next
+    ``monitor_for`` for its root starts a fresh one)."""
     key = (Path(root).resolve(), tuple(command))
     with _LOCK:
         client = _CLIENTS.get(key)
@@ -262,14 +284,47 @@ def monitor_for(root: str | Path, command: tuple[str, ...] = DEFAULT_COMMAND) ->
             client = MonitorClient(key[0], command)
             _CLIENTS[key] = client
             client.start(wait=False)
-        return client
+        _CLIENTS.move_to_end(key)
+        client.last_used = time.monotonic()
+        evicted = [_CLIENTS.popitem(last=False)[1] for _ in range(max(0, len(_CLIENTS) - MAX_SERVERS))]
+        if not _REAPER or not _REAPER[0].is_alive():
+            _REAPER[:] = [threading.Thread(target=_reap_forever, name="codedec-monitor-reaper", daemon=True)]
+            _REAPER[0].start()
+    for old in evicted:
+        log.info("monitor: closing the language server of %s (more than %d workspaces)", old.root, MAX_SERVERS)
+        old.close()
+    return client
+
+
+def reap_idle(now: float | None = None) -> int:
+    """Shut down servers idle for ``IDLE_S`` (and drop closed ones); returns how many."""
+    now = time.monotonic() if now is None else now
+    with _LOCK:
+        idle = [k for k, c in _CLIENTS.items() if c.closed or now - c.last_used >= IDLE_S]
+        gone = [_CLIENTS.pop(k) for k in idle]
+    for client in gone:
+        if not client.closed:
+            log.info("monitor: closing the idle language server of %s", client.root)
+            client.close()
+    return len(gone)
+
+
+def _reap_forever() -> None:
+    while True:
+        time.sleep(_REAP_EVERY_S)
+        with _LOCK:
+            if not _CLIENTS:
+                _REAPER.clear()
+                return
+        reap_idle()
 
 
 def close_all() -> None:
     with _LOCK:
-        for client in _CLIENTS.values():
-            client.close()
+        clients = list(_CLIENTS.values())
         _CLIENTS.clear()
+    for client in clients:
+        client.close()
 
 
-__all__ = ["MonitorClient", "close_all", "end_position", "monitor_for", "path_uri"]
+__all__ = ["MonitorClient", "close_all", "end_position", "monitor_for", "path_uri", "reap_idle"]
