@@ -12,7 +12,9 @@
    generated line whose receiver jedi can complete (in the file with the line inserted), whether
    ``b`` is among jedi's names — the rate of non-existent members (target: halved); the decode
    ms/token of each configuration and the monitor's own time per completion (its overhead,
-   including the waits for the language server).
+   including the waits for the language server). Independently, mypy checks the file with the
+   generated line in it (``codedec_eval.judge``): its ``attr-defined`` errors on that line over
+   the line's member accesses — a judge that is not the tool the monitor asks.
 
     .venv/bin/python benchmarks/bench_monitor.py [--repo DIR] [--n 16] [--budget-ms 150]
 
@@ -24,10 +26,13 @@ from __future__ import annotations
 import argparse
 import re
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
 import torch
+from codedec_eval.judge import Unparsable, member_errors
+from codedec_eval.judge import available as judge_available
 from timed import Timed
 
 from codedec.context.fim import build_prompt as fim_prompt
@@ -106,8 +111,9 @@ def main() -> None:
         raise SystemExit(f"the language server did not start in {repo}: the comparison would be plain vs plain")
     print(f"language server ready in {time.perf_counter() - t:.1f} s")
 
-    stats = {c: {"em": 0, "es": 0.0, "checked": 0, "missing": 0, "ms_tok": [], "proc_ms": [], "lines": []}
-             for c in ("plain", "monitor")}
+    stats = {c: {"em": 0, "es": 0.0, "checked": 0, "missing": 0, "ms_tok": [], "proc_ms": [], "lines": [],
+                 "accesses": 0, "mypy_invalid": 0, "unparsable": 0} for c in ("plain", "monitor")}
+    cache_dir = Path(tempfile.mkdtemp(prefix="codedec-mypy-"))
     for row in rows:
         record = record_from_dict(row)
         text = build_prompt(record, lambda s: len(engine.tokenizer.encode(s)), args.max_prompt_tokens)
@@ -138,21 +144,36 @@ def main() -> None:
             target = row["next_line"]
             st["em"] += line.strip() == target.strip()
             st["es"] += ratio(line.strip(), target.strip()) / 100
-            c, m = missing_members(path, before_doc[: len(before_doc) - len(line_prefix)], line, after_doc, repo)
+            doc_before = before_doc[: len(before_doc) - len(line_prefix)]
+            c, m = missing_members(path, doc_before, line, after_doc, repo)
             st["checked"] += c
             st["missing"] += m
+            if judge_available():  # the independent judge: mypy's attr-defined on the generated line
+                row_no = doc_before.count("\n") + 1
+                try:
+                    errors = member_errors(path, doc_before + line + "\n" + after_doc, lines={row_no}, root=repo,
+                                           cache_dir=cache_dir)
+                    st["accesses"] += len(MEMBER.findall(line))
+                    st["mypy_invalid"] += len(errors)
+                except Unparsable:  # the generated line broke the syntax: nothing to judge
+                    st["unparsable"] += 1
             st["lines"].append(line)
         if args.verbose:
             print(f"  target : {row['next_line'].strip()}\n  plain  : {stats['plain']['lines'][-1].strip()}\n"
                   f"  monitor: {stats['monitor']['lines'][-1].strip()}")
     n = max(len(rows), 1)
     print(f"{'config':9s} {'EM':>5s} {'ES':>6s} {'members':>8s} {'missing':>8s} {'rate':>6s} {'decode ms/tok':>14s} "
-          f"{'monitor ms/completion':>22s}")
+          f"{'monitor ms/completion':>22s} {'accesses':>9s} {'mypy invalid':>13s} {'mypy rate':>10s} "
+          f"{'unparsable':>11s}")
     for config, st in stats.items():
         rate = st["missing"] / st["checked"] if st["checked"] else 0.0
         proc = statistics.mean(st["proc_ms"]) if st["proc_ms"] else 0.0
+        mrate = st["mypy_invalid"] / st["accesses"] if st["accesses"] else float("nan")
         print(f"{config:9s} {st['em'] / n:5.2f} {st['es'] / n:6.3f} {st['checked']:8d} {st['missing']:8d} {rate:6.3f} "
-              f"{statistics.median(st['ms_tok']):14.1f} {proc:22.1f}")
+              f"{statistics.median(st['ms_tok']):14.1f} {proc:22.1f} {st['accesses']:9d} {st['mypy_invalid']:13d} "
+              f"{mrate:10.3f} {st['unparsable']:11d}")
+    print("members/missing/rate: judged by jedi (the monitor's own source); accesses/mypy invalid/mypy rate: "
+          "mypy attr-defined errors on the generated line (eval/judge.py), an independent judge")
     client.close()
 
 
