@@ -18,20 +18,10 @@ import torch
 
 from codedec.cache import KVCache
 from codedec.draft_tree import depths
-from codedec.forward import decode_one, prefill, tree_forward
+from codedec.forward import prefill, tree_forward, tree_rows_sequential
 from codedec.loading import load_model
 
 PROMPT = "def fib(n):\n    if n < 2:\n        return n\n"
-
-
-def sequential_rows(model, context: KVCache, ids: list[int], parents: list[int]) -> list[torch.Tensor]:
-    """Logits after each node's path, one decode step per node from its parent's cache."""
-    caches, rows = [], []
-    for tok, par in zip(ids, parents, strict=True):
-        cache = (context if par < 0 else caches[par]).fork()
-        rows.append(decode_one(model, cache, tok))
-        caches.append(cache)
-    return rows
 
 
 def main() -> None:
@@ -56,7 +46,7 @@ def main() -> None:
     for name, parents in trees.items():
         ids = [rng.randrange(200, vocab) for _ in parents]
         got = tree_forward(model, context.fork(), ids, parents)  # [P, V]
-        want = torch.stack(sequential_rows(model, context, ids, parents))  # [P, V]
+        want = torch.stack(tree_rows_sequential(model, context, ids, parents))  # [P, V]
         diff = float((got - want).abs().max())
         worst = max(worst, diff)
         print(f"{name:24s} nodes={len(parents):3d} depth={max(depths(parents)) + 1:3d} max |diff| = {diff:.2e}")

@@ -119,10 +119,9 @@ def cmd_complete(args: argparse.Namespace) -> int:
         mode = MULTI if settings.line_mode == MULTI else SINGLE
     file = str(cursor.path.resolve())  # names the file for the monitor and keys its cache
     if "monitor" in settings.decoding:  # its language server starts while the model loads
-        from codedec.monitor.client import monitor_for
-        from codedec.processors.monitor import workspace_root
+        from codedec.processors.monitor import warm_language_server
 
-        monitor_for(workspace_root(file))
+        warm_language_server(file)
     loaded = _load(settings.model)
     service = CompletionService(Engine(loaded), warmup=None)
 

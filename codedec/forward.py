@@ -10,7 +10,8 @@ next-token logits in float32:
   the token that follows ``ids[i]``): a chain draft is scored with it
 - ``tree_forward(model, cache, ids, parents)`` -> [P, V] one forward over a tree of P draft nodes:
   row i predicts the token after node i's path (speculation verifies a whole tree at once; the
-  caller then keeps the accepted path with ``KVCache.keep``)
+  caller then keeps the accepted path with ``KVCache.keep``); ``tree_rows_sequential`` is its
+  slow reference (one ``decode_one`` per node), for tests and the exactness benchmark
 
 Row i of ``verify_forward`` equals what ``decode_one`` would return after feeding ``ids[:i+1]``
 one at a time (up to floating-point reassociation). Nothing here samples or knows about text.
@@ -134,6 +135,19 @@ def decode_one(model, cache: KVCache, token: int) -> torch.Tensor:
 def verify_forward(model, cache: KVCache, ids: Sequence[int]) -> torch.Tensor:
     """Feed P >= 1 tokens in one forward; return logits after each of them [P, V]."""
     return _forward(model, cache, ids, keep=len(ids))
+
+
+def tree_rows_sequential(model, context: KVCache, ids: Sequence[int], parents: Sequence[int]) -> list[torch.Tensor]:
+    """The slow reference for ``tree_forward`` (tests and ``benchmarks/bench_tree_forward.py``):
+    the logits [V] after each node's path, one ``decode_one`` per node on a fork of its parent's
+    cache (``context`` is left as it is)."""
+    caches: list[KVCache] = []
+    rows = []
+    for tok, par in zip(ids, parents, strict=True):
+        cache = (context if par < 0 else caches[par]).fork()
+        rows.append(decode_one(model, cache, tok))
+        caches.append(cache)
+    return rows
 
 
 @torch.inference_mode()

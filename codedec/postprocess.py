@@ -223,8 +223,7 @@ def cut_repetition(completion: str) -> str:
     for i in range(1, len(lines)):
         for k in range(1, min(i, len(lines) - i) + 1):  # the k lines before i, again from i
             block = keys[i - k : i]
-            if block == keys[i : i + k] and sum(len(x) for x in block) >= MIN_LINE and any(
-                    len(x) >= MIN_LINE for x in block):
+            if block == keys[i : i + k] and any(len(x) >= MIN_LINE for x in block):
                 return "\n".join(lines[:i])
     return "\n".join(lines)
 

@@ -10,7 +10,8 @@ What it is (DESIGN §1, between the frontends and the engine):
    prefill chunks (``Engine.generate(preempt=...)``: its encoded chunks stay cached and it
    resumes on its next turn), so a short request never waits behind a long prompt's whole
    prefill. A request's time budget counts from its submission (queue included): its answer,
-   possibly empty with the reason ``time``, comes within the budget plus one chunk or step. Each request goes the same way whatever the frontend: ``codedec.prepare`` (prompt
+   possibly empty with the reason ``time``, comes within the budget plus one chunk or step.
+   Each request goes the same way whatever the frontend: ``codedec.prepare`` (prompt
    assembly, processors from the text around the cursor, sampling knobs) -> the engine, under the
    request's document key as its session (per-document KV cache, PIE across edits) -> the editor
    post-processing (``codedec.postprocess.finalize``). Requests carry a ``threading.Event``; the
@@ -40,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from codedec.settings import LINE_MODES, ServerSettings
-from codedec.text import lines_normalized, replace_surrogates
+from codedec.text import lines_normalized, log_replaced, replace_surrogates
 from codedec.threads import ThreadPolicy
 
 __all__ = ["LINE_MODES", "CompletionRequest", "CompletionResult", "CompletionService", "DocumentStore",
@@ -85,9 +86,7 @@ class DocumentStore:
 
     def _clean(self, uri: str, text: str) -> str:
         text, n = replace_surrogates(text)
-        if n and uri not in self._reported:
-            self._reported.add(uri)
-            log.warning("%s: %d lone surrogate(s) replaced with U+FFFD (reported once per document)", uri, n)
+        log_replaced(uri, n, self._reported)
         return text
 
     def get(self, uri: str) -> Document | None:
@@ -165,6 +164,11 @@ class CompletionRequest:
     replaced: int = field(default=0, init=False)
     started: float | None = field(default=None, init=False)  # first time the worker took it
     preemptions: int = field(default=0, init=False)
+
+    @property
+    def queue_key(self) -> str:
+        """Whose turn this request waits for in the round-robin queue."""
+        return self.client or self.doc
 
     def __post_init__(self) -> None:
         self.prefix, n_prefix = replace_surrogates(self.prefix)
@@ -319,7 +323,7 @@ class CompletionService:
             if prev is not None and prev is not request:
                 prev.cancel.set()
             self._active[request.doc] = request
-            self._queue.put(request.client or request.doc, (request, fut))
+            self._queue.put(request.queue_key, (request, fut))
         return fut
 
     def cancel_document(self, doc: str) -> None:
@@ -384,7 +388,7 @@ class CompletionService:
                 continue
             result = self._serve(request)
             if result is None:  # preempted between prefill chunks: its turn comes again
-                self._queue.put(request.client or request.doc, job)
+                self._queue.put(request.queue_key, job)
                 continue
             fut.set_result(result)
 
@@ -429,9 +433,8 @@ class CompletionService:
 
     def _serve(self, request: CompletionRequest) -> CompletionResult | None:
         """The request's result, or None when it was preempted (to be served again)."""
-        now = time.perf_counter()
         if request.started is None:
-            request.started = now
+            request.started = time.perf_counter()
         queue_ms = (request.started - request.submitted) * 1000.0
         done = True
         try:
@@ -443,7 +446,7 @@ class CompletionService:
             if left is not None and left <= 1.0:  # waited out its budget in the queue: answer now,
                 return CompletionResult(request.id, "", "time",  # not after one more chunk of work
                                         stats={"queue_ms": queue_ms, "preemptions": request.preemptions})
-            result = self._generate(request, queue_ms)
+            result = self._generate(request, queue_ms, left)
             done = result is not None
             return result
         except Exception as err:
@@ -453,7 +456,8 @@ class CompletionService:
             if done:
                 self._release(request)
 
-    def _generate(self, request: CompletionRequest, queue_ms: float) -> CompletionResult | None:
+    def _generate(self, request: CompletionRequest, queue_ms: float,
+                  budget_ms: float | None) -> CompletionResult | None:
         from codedec.postprocess import finalize
         from codedec.prepare import prepare
         from codedec.strategy import make_strategy
@@ -464,7 +468,7 @@ class CompletionService:
             engine, request.prefix, request.suffix,
             max_tokens=request.max_tokens, single_line=request.single_line, stop_strings=request.stop_strings,
             decoding=request.decoding, heal=request.heal, temperature=request.temperature, top_k=request.top_k,
-            top_p=request.top_p, seed=request.seed, time_budget_ms=self._budget_left(request),
+            top_p=request.top_p, seed=request.seed, time_budget_ms=budget_ms,
             max_prompt_tokens=request.max_prompt_tokens, path=request.path,
         )
         strategy = make_strategy(request.strategy)
@@ -520,10 +524,7 @@ class CompletionService:
             stats["constraints"] = constraints
         if request.replaced:
             stats["replaced_chars"] = request.replaced
-            if request.doc not in self._reported_docs:
-                self._reported_docs.add(request.doc)
-                log.warning("%s: %d lone surrogate(s) in the request replaced with U+FFFD (reported once "
-                            "per document)", request.doc, request.replaced)
+            log_replaced(request.doc, request.replaced, self._reported_docs)
         stats = {k: round(v, 3) if isinstance(v, float) else v for k, v in stats.items()}
         final = text
         if request.postprocess and last.finish_reason != "cancelled":

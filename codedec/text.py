@@ -13,8 +13,10 @@ Two rules, applied wherever text enters (documents, requests):
 
 from __future__ import annotations
 
+import logging
 import re
 
+log = logging.getLogger(__name__)
 REPLACEMENT = "\ufffd"
 _SURROGATE = re.compile("[\ud800-\udfff]")
 EOL = re.compile(r"\r\n|\r|\n")  # an LSP line end
@@ -32,6 +34,14 @@ def replace_surrogates(text: str) -> tuple[str, int]:
         return text, 0
     except UnicodeEncodeError:
         return _SURROGATE.subn(REPLACEMENT, text)
+
+
+def log_replaced(doc: str, n: int, reported: set[str]) -> None:
+    """One warning per document (``reported`` remembers which) when ``n`` > 0 surrogates of
+    ``doc`` were replaced."""
+    if n and doc not in reported:
+        reported.add(doc)
+        log.warning("%s: %d lone surrogate(s) replaced with U+FFFD (reported once per document)", doc, n)
 
 
 def lines_normalized(text: str) -> str:

@@ -197,11 +197,6 @@ class WebsocketAPI:
         req_id = _check_id(msg.get("id"))
         if req_id in active:
             raise _BadRequest(f"request {req_id!r} is still running; use a new id")
-        doc = f"ws:{msg.get('path')}" if msg.get("path") else f"ws:connection-{conn}"
-        running = [r for r in active.values() if not r.cancel.is_set() and r.doc != doc]  # same doc: superseded
-        if len(running) >= self.max_active:
-            raise _BadRequest(f"{len(running)} requests of this connection are still running (limit "
-                              f"{self.max_active}); wait for one to finish or cancel one")
         text, cursor = msg.get("text"), msg.get("cursor")
         if not isinstance(text, str):
             raise _BadRequest("'text' must be a string")
@@ -223,13 +218,18 @@ class WebsocketAPI:
         single_line = options.get("single_line", False)
         if not isinstance(single_line, bool):
             raise _BadRequest("'single_line' must be true or false")
+        doc = f"ws:{path}" if path else f"ws:connection-{conn}"
+        running = [r for r in active.values() if not r.cancel.is_set() and r.doc != doc]  # same doc: superseded
+        if len(running) >= self.max_active:
+            raise _BadRequest(f"{len(running)} requests of this connection are still running (limit "
+                              f"{self.max_active}); wait for one to finish or cancel one")
 
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue = asyncio.Queue()
         request = CompletionRequest.from_settings(
             settings,
             id=req_id,
-            doc=f"ws:{path}" if path else f"ws:connection-{conn}",
+            doc=doc,
             client=f"ws:connection-{conn}",
             prefix=text[:cursor],
             suffix=text[cursor:],

@@ -461,11 +461,9 @@ def register_features(server: CodedecServer) -> CodedecServer:
         d = params.text_document
         ls.ensure_service().documents.open(d.uri, d.text, d.version, d.language_id)
         if "monitor" in ls.settings.decoding and d.language_id == "python" and d.uri.startswith("file:"):
-            # the workspace's language server starts (and warms) now, not at the first `obj.`
-            from codedec.monitor.client import monitor_for
-            from codedec.processors.monitor import workspace_root
+            from codedec.processors.monitor import warm_language_server
 
-            monitor_for(workspace_root(uris.to_fs_path(d.uri)))
+            warm_language_server(uris.to_fs_path(d.uri))  # warm by the first `obj.`
 
     @server.feature(types.TEXT_DOCUMENT_DID_CHANGE)
     @_guard(lambda: None)

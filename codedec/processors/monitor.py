@@ -91,6 +91,12 @@ def workspace_root(path: str | None) -> Path:
     return here
 
 
+def warm_language_server(path: str | None, command: tuple[str, ...] = DEFAULT_COMMAND) -> None:
+    """Start (in the background) the language server of ``path``'s workspace, so that it is warm
+    by the first trigger: the LSP server calls it when a file opens, the CLI while the model loads."""
+    monitor_for(workspace_root(path), command)
+
+
 _NON_NAME: dict[int, tuple[weakref.ref, np.ndarray]] = {}
 _BLANKS: dict[tuple[int, bool], tuple[weakref.ref, np.ndarray]] = {}
 

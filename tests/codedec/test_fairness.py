@@ -50,12 +50,12 @@ def _blocker(service: CompletionService, gate: threading.Event) -> list[str]:
     list of request ids in the order the worker takes them (each turn of a preempted one)."""
     started, real, taken = threading.Event(), service._generate, []
 
-    def generate(request, queue_ms):
+    def generate(request, *args):
         taken.append(request.id)
         if request.doc == "blocker":
             started.set()
             gate.wait(30)
-        return real(request, queue_ms)
+        return real(request, *args)
 
     service._generate = generate
     service.submit(CompletionRequest(id="blocker", doc="blocker", prefix=SHORT, max_tokens=2))

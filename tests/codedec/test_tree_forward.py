@@ -15,7 +15,7 @@ import torch
 from codedec.cache import KVCache
 from codedec.draft_tree import ancestors as tree_ancestors
 from codedec.draft_tree import depths as tree_depths
-from codedec.forward import decode_one, prefill, tree_forward
+from codedec.forward import decode_one, prefill, tree_forward, tree_rows_sequential
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 TOL = {"rtol": 1e-4, "atol": 1e-4}
@@ -34,22 +34,12 @@ def random_tree(n, seed):
     return [rng.randrange(-1, i) if i else -1 for i in range(n)]
 
 
-def sequential_rows(model, context_cache: KVCache, ids, parents) -> list[torch.Tensor]:
-    """Logits after each node's path, one decode step per node from its parent's cache."""
-    caches, rows = [], []
-    for tok, par in zip(ids, parents, strict=True):
-        cache = (context_cache if par < 0 else caches[par]).fork()
-        rows.append(decode_one(model, cache, tok))
-        caches.append(cache)
-    return rows
-
-
 def check_tree(loaded, context_ids, ids, parents) -> float:
     """Assert exactness; return the largest absolute difference."""
     model = loaded.model
     context = KVCache(model.config)
     prefill(model, context, context_ids)
-    want = sequential_rows(model, context, ids, parents)
+    want = tree_rows_sequential(model, context, ids, parents)
     tree = context.fork()
     got = tree_forward(model, tree, ids, parents)  # [P, V]
     assert got.shape == (len(ids), want[0].shape[-1])
@@ -94,7 +84,7 @@ def test_a_plain_causal_mask_would_fail(make_tiny):
     context = KVCache(model.config)
     prefill(model, context, [5, 6, 7, 8])
     ids, parents = [10, 11, 12], star(3)
-    want = sequential_rows(model, context, ids, parents)
+    want = tree_rows_sequential(model, context, ids, parents)
     causal = verify_forward(model, context.fork(), ids)
     assert not torch.allclose(causal[2], want[2], **TOL)
 
