@@ -116,8 +116,8 @@ class MonitorClient:
         self._ready = False
         self._docs.clear()
         client = LanguageClient("codedec-monitor", "0.1")
+        self._client = client  # known before the process starts: a close meanwhile still stops it
         await client.start_io(*self.command, cwd=str(self.root), env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self._client = client
         self.starts += 1
         params = types.InitializeParams(
             process_id=os.getpid(),
@@ -154,6 +154,10 @@ class MonitorClient:
         if self.closed:
             return
         self.closed = True
+        starting = self._starting
+        if starting is not None and not starting.done():  # closed while starting (the pool evicts, reaps)
+            starting.cancel()
+            concurrent.futures.wait([starting], timeout=5)
         try:
             asyncio.run_coroutine_threadsafe(self._stop_client(), self._loop).result(5)
         except Exception:  # noqa: BLE001
@@ -176,14 +180,14 @@ class MonitorClient:
         self.last_used = time.monotonic()
         line, col = position(text, offset)
         if not self.ready:
-            starting = self._starting
-            if starting is not None and not starting.done():
-                return asyncio.run_coroutine_threadsafe(self._after_start(starting, path, text, line, col),
-                                                        self._loop)
-            if not self.closed and (time.monotonic() - self._last_start >= self.restart_delay()):
+            if not self.closed and (self._starting is None or self._starting.done()) and (
+                time.monotonic() - self._last_start >= self.restart_delay()
+            ):
                 self.start(wait=False)
-                return self.request(path, text, offset) if self._starting is not None else _empty()
-            return _empty()
+            starting = self._starting
+            if starting is None or starting.done():  # failed, or down and not due for a restart
+                return _empty()
+            return asyncio.run_coroutine_threadsafe(self._after_start(starting, path, text, line, col), self._loop)
         return asyncio.run_coroutine_threadsafe(self._complete_safe(path, text, line, col), self._loop)
 
     def restart_delay(self) -> float:
