@@ -18,7 +18,9 @@
 
 ``--score`` rates finished ``codedec eval humaneval`` runs instead of decoding: pass@1 of every
 configuration over all problems, and the repetition rates over the problems whose *plain*
-completion repeats (the benchmark at the scale of the whole of HumanEval).
+completion repeats (the benchmark at the scale of the whole of HumanEval) — of the completions
+as the editor gets them and, where the rows carry ``raw_completion``, before the editor's
+post-processing (``codedec.postprocess``: its ``cut_repetition`` ends a back-to-back repeat).
 
 The machine is shared and noisy: compare the rates; treat the ms as indicative.
 """
@@ -177,6 +179,12 @@ def score_runs(paths: list[str]) -> None:
               f"{mean(st[t]['repeated_structure_rate'] for t in repeating):11.3f} "
               f"{sum(st[t]['repeated_lines'] > 0 for t in repeating):>6d}/{len(repeating):<6d} "
               f"{mean(by_task[t]['new_tokens'] for t in repeating):8.1f}")
+    raw = {c: r for c, r in rows.items() if all("raw_completion" in r[t] for t in repeating)}
+    for config, by_task in raw.items():  # the same, before the editor post-processing (cut_repetition)
+        rates = [repetition_stats(by_task[t]["raw_completion"]) for t in repeating]
+        print(f"{config + ' raw':12s} {'':7s} {mean(s['repeated_line_rate'] for s in rates):9.3f} "
+              f"{mean(s['repeated_structure_rate'] for s in rates):11.3f} "
+              f"{sum(s['repeated_lines'] > 0 for s in rates):>6d}/{len(repeating):<6d}")
     for config, by_task in rows.items():  # what the repeated lines are
         repeated = [line for t in repeating for line in repeated_lines(by_task[t]["completion"])[1]]
         long_rate = mean(_rate(*repeated_lines(long_lines(by_task[t]["completion"]))) for t in repeating)

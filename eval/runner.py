@@ -209,6 +209,7 @@ def run_eval(task: Task, engine: Any, configs: Sequence[RunConfig], settings: Ru
             row = {
                 "fingerprint": prints[config], "config": config.label, "task_id": sample.task_id,
                 "repeat": repeat, **sample.meta, "completion": completion.text,
+                "raw_completion": completion.raw_text,  # before the editor post-processing
                 "new_tokens": len(completion.token_ids), "forwards": completion.forwards,
                 "prompt_tokens": completion.prompt_tokens,
                 "reused_tokens": completion.reused_tokens, "edit_rotated": completion.stats.get("edit_rotated", 0),

@@ -12,7 +12,9 @@ and its scan resumes where it stopped, so a long docstring is scanned once.
 
 What it is not: a validator. Bytes outside Python's lexical grammar become ``ERR`` lexemes and
 unbalanced closers are ignored (the generation may close brackets the prefix opened). f-strings
-are lexed as plain strings (their ``{...}`` parts are not looked into).
+are lexed as plain strings; ``fstring_field`` says whether the buffer ends inside one of their
+``{...}`` expressions (and which bytes that expression has so far), for processors that follow
+code there (the monitor's ``f"{obj.``).
 """
 
 from __future__ import annotations
@@ -159,6 +161,20 @@ class PyLexer:
         m = _LONE_QUOTE.match(self.buf, self.pos)
         return m.group(1) if m else b""
 
+    def fstring_field(self) -> tuple[int, bytes] | None:
+        """(offset in ``buf`` where the expression starts, its bytes so far) when the buffer ends
+        inside the expression part of an open f-string's (or t-string's) replacement field —
+        ``f"a {obj.na`` gives the offset of ``o`` and ``b"obj.na"``; None otherwise (not in such
+        a string, between fields, in a field's ``!r`` / ``:spec`` part)."""
+        if self._str is None:
+            return None
+        start, quote = self._str
+        opening = bytes(self.buf[start : start + 3 + len(quote)])
+        letters = opening[: opening.find(quote[:1])]
+        if not set(letters.lower()) & {ord("f"), ord("t")}:
+            return None
+        return _open_field(self.buf, start + len(letters) + len(quote))
+
     @property
     def in_comment(self) -> bool:
         return self.buf.startswith(b"#", self.pos) and b"\n" not in self.buf[self.pos :]
@@ -296,3 +312,53 @@ class PyLexer:
         self._emit(STRING, start, end)
         self.pos = end
         return True
+
+
+def _open_field(buf: bytearray, i: int) -> tuple[int, bytes] | None:
+    """The open replacement field's expression in the f-string body ``buf[i:]`` (see
+    ``PyLexer.fstring_field``): ``{{`` is a literal brace; in a field, brackets nest, quotes open
+    strings, and ``!``/``:`` at the field's top level end the expression (``!=`` does not)."""
+    n = len(buf)
+    field = None  # start of the open field's expression
+    depth, inner, spec = 0, 0, False
+    while i < n:
+        c = buf[i]
+        if field is None:
+            if c == 92:  # an escape in the literal part
+                i += 2
+                continue
+            if c == 123:  # "{"
+                if i + 1 < n and buf[i + 1] == 123:
+                    i += 2
+                    continue
+                field, depth, inner, spec = i + 1, 0, 0, False
+            i += 1
+            continue
+        if inner:  # a string inside the expression
+            if c == 92:
+                i += 2
+                continue
+            if c == inner:
+                inner = 0
+        elif spec:
+            if c == 123:  # a nested field in the format spec
+                field, depth, spec = i + 1, 0, False
+            elif c == 125:
+                field = None
+        elif c in (34, 39):
+            inner = c
+        elif c in (40, 91, 123):
+            depth += 1
+        elif c in (41, 93):
+            depth = max(0, depth - 1)
+        elif c == 125:
+            if depth:
+                depth -= 1
+            else:
+                field = None
+        elif depth == 0 and (c == 58 or (c == 33 and buf[i + 1 : i + 2] != b"=")):
+            spec = True
+        i += 1
+    if field is None or spec or inner:
+        return None
+    return field, bytes(buf[field:])

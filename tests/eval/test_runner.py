@@ -52,6 +52,7 @@ def test_humaneval_end_to_end_and_resume(engine, tmp_path, monkeypatch):
     for row in rows:
         assert row["status"] in {"passed", "failed", "timeout", "killed", "output_limit"}
         assert 0 < row["new_tokens"] <= 12 and row["prompt_tokens"] > 0 and row["total_ms"] > 0
+        assert isinstance(row["raw_completion"], str)  # the text before the editor post-processing
     assert json.loads((tmp_path / SUMMARY_FILE).read_text()) == json.loads(json.dumps(summary))
     plain = summary["configs"]["plain"]
     assert plain["n"] == 3 and set(plain["quality"]) == {"pass@1"}

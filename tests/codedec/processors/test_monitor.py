@@ -68,6 +68,23 @@ def test_member_access_masks_to_valid_names(tiny, vocab):
     assert len(server.requests) == 1  # one query per trigger
 
 
+def test_member_access_inside_an_f_string_field(tiny, vocab):
+    """``f"{obj.`` is code (3 of the 40 typed cases of the E13 table were there); the rest of
+    the string is not, and neither is a plain string's ``{obj.``."""
+    proc, server = make(tiny, vocab, 'items = []\nmsg = f"{len(items)} items, last {items.')
+    assert proc.trigger() is not None
+    ok = allowed_texts(proc, vocab)
+    assert ok and all(b"append".startswith(t) or b"appendleft".startswith(t) or b"pop".startswith(t) for t in ok)
+    assert server.requests[0][1].endswith("{items.")
+    proc.advance(enc(tiny, "pop()} and "))  # the field closed: literal text again
+    assert proc.trigger() is None and not proc.receiver_at_end()
+    proc.advance(enc(tiny, "{items"))  # a new field: a dot may come
+    assert proc.receiver_at_end()
+    for prefix in ('msg = "{items.', 'msg = f"{{items.', 'msg = f"{items!r:>{width}.'):
+        proc, server = make(tiny, vocab, prefix)
+        assert proc.trigger() is None and torch.isfinite(proc(torch.zeros(1, len(vocab)))).all(), prefix
+
+
 def test_from_import_and_no_trigger_in_strings(tiny, vocab):
     proc, _ = make(tiny, vocab, "from collections import ", names=("deque", "OrderedDict"))
     assert proc.trigger() == (b"", b"")  # right at the cursor, nothing written yet

@@ -95,3 +95,28 @@ def test_a_lone_quote_at_the_end_is_an_open_string():
     assert lx.in_string and lx.open_quote == b"'"
     lx.feed(b"''")
     assert lx.open_quote == b"'''"
+
+
+@pytest.mark.parametrize("text,expr", [
+    (b'x = f"a {obj.na', b"obj.na"),
+    (b"x = rf'''{p.", b"p."),
+    (b'x = f"{d[\'k\']} {os.', b"os."),  # a string inside an earlier field
+    (b'x = f"{a != b.', b"a != b."),  # != is not a conversion
+    (b'x = f"{a!r} {b:>{w', b"w"),  # a nested field in a format spec
+    (b'x = F"""{f(1,\n  y.', b"f(1,\n  y."),
+    (b'x = f"a {{obj.', None),  # {{ is a literal brace
+    (b'x = f"{a:', None),  # a format spec is not code
+    (b'x = f"{a!r', None),
+    (b'x = f"{a}', None),
+    (b'x = "{obj.', None),  # not an f-string
+    (b'x = b"{obj.', None),
+    (b"x = 1 + y.", None),  # not in a string at all
+])
+def test_fstring_field(text, expr):
+    lx = PyLexer()
+    for c in random_chunks(text, 3):
+        lx.feed(c)
+    got = lx.fstring_field()
+    assert (got and got[1]) == expr or (got is None and expr is None)
+    if got:
+        assert bytes(lx.buf[got[0]:]) == expr
