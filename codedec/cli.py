@@ -140,7 +140,8 @@ def cmd_complete(args: argparse.Namespace) -> int:
     if args.json:
         out = result.as_dict()
         out.update(model=loaded.name, decoding=list(settings.decoding), mode=mode, strategy=settings.strategy,
-                   tokens=len(result.token_ids), ms_per_token=round(result.ms_per_token, 3))
+                   tokens=len(result.token_ids), ms_per_token=round(result.ms_per_token, 3),
+                   constraints=result.stats.get("constraints", {}))
         print(json.dumps(out, ensure_ascii=False))
     else:
         sys.stdout.write("\n")
@@ -151,6 +152,10 @@ def cmd_complete(args: argparse.Namespace) -> int:
             f"{result.ttft_ms:.0f} ms; {result.ms_per_token:.1f} ms/token; total {result.total_ms:.0f} ms",
             file=sys.stderr,
         )
+        if result.stats.get("constraints"):  # a constraint that switched itself off is said, not hidden
+            from codedec.constraint_report import constraint_line
+
+            print(f"-- {constraint_line(result.stats['constraints'])}", file=sys.stderr)
     return 0
 
 

@@ -42,3 +42,19 @@ def constraint_cell(rates: dict[str, dict[str, Any]]) -> str:
             text += f" {r['on_time_pct']:.0f}-{r['late_pct']:.0f}-{r['timed_out_pct']:.0f}"
         parts.append(text)
     return "; ".join(parts)
+
+
+def constraint_line(constraints: dict[str, dict[str, Any]]) -> str:
+    """One completion's reports in words, for ``codedec complete``'s stderr line:
+    ``monitor on (cursor answered; 2 triggers: 1 on time, 1 late, 0 timed out); grammar OFF: ...``."""
+    parts = []
+    for name, r in constraints.items():
+        if not r.get("active", True):
+            parts.append(f"{name} OFF: {r.get('reason') or 'no reason given'}")
+            continue
+        text = f"{name} on"
+        if "triggers" in r:
+            text += (f" (cursor {r.get('cursor', 'none')}; {r['triggers']} triggers: {r.get('on_time', 0)} on time, "
+                     f"{r.get('late', 0)} late, {r.get('timed_out', 0)} timed out)")
+        parts.append(text)
+    return "; ".join(parts)

@@ -107,3 +107,16 @@ def test_help_lists_subcommands():
     out = subprocess.run([sys.executable, "-m", "codedec.cli", "--help"], capture_output=True, text=True, check=True).stdout
     for name in ("complete", "serve", "eval", "bench"):
         assert name in out
+
+
+def test_constraint_reports_are_printed(capsys, pyfile):
+    """A constraint that switched itself off says so on stderr and in --json (here: grammar on a
+    file whose text before the cursor does not parse)."""
+    pyfile.write_text("x = ) + \n")
+    code, _, err = run_cli(capsys, "complete", f"{pyfile}:1:9", "--model", "tiny-random", "--max-tokens", "3",
+                           "--decoding", "grammar")
+    assert code == 0 and "-- grammar OFF: " in err, err
+    code, out, _ = run_cli(capsys, "complete", f"{pyfile}:1:9", "--model", "tiny-random", "--max-tokens", "3",
+                           "--decoding", "grammar", "--json")
+    report = json.loads(out)["constraints"]["grammar"]
+    assert report["active"] is False and report["reason"]
