@@ -188,7 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens (0 = off)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1 = off)")
     p.add_argument("--seed", type=int, default=None, help="seed for sampling")
-    p.add_argument("--strategy", default="plain", help="decoding strategy (plain: one token per forward)")
+    p.add_argument("--strategy", default="plain",
+                   help="decoding strategy (plain: one token per forward; adadec: lookahead rerank where the "
+                        "model is unsure)")
     p.add_argument("--max-prompt-tokens", type=int, default=None, help="prompt budget in tokens (default: the preset's)")
     p.add_argument("--max-time-ms", type=float, default=None, help="wall-clock budget for the completion")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")

@@ -522,6 +522,8 @@ class CompletionService:
         constraints = prepared.chain.reports()
         if constraints:
             stats["constraints"] = constraints
+        if getattr(strategy, "stats", None):  # e.g. adadec: steps, pauses
+            stats["strategy_stats"] = dict(strategy.stats)
         if request.replaced:
             stats["replaced_chars"] = request.replaced
             log_replaced(request.doc, request.replaced, self._reported_docs)

@@ -7,6 +7,9 @@ budget between steps. Strategies that propose several tokens per step (speculati
 
 - ``PlainStrategy``: one forward, the processor chain, one sampled (or greedy) token per step —
   the classic loop.
+- ``adadec`` (``codedec.adadec.AdaDecStrategy``): plain steps, except where the processed
+  distribution's entropy is high: there the top candidates are rolled a few tokens ahead and the
+  most likely continuation's first token is committed.
 
 What it is not: the request loop (``codedec.engine``) or the state's life cycle.
 """
@@ -40,11 +43,18 @@ class PlainStrategy:
         state.advance((token,))
 
 
-STRATEGIES = {"plain": PlainStrategy}
+def _adadec() -> Strategy:
+    from codedec.adadec import AdaDecStrategy
+
+    return AdaDecStrategy()
+
+
+STRATEGIES = {"plain": PlainStrategy, "adadec": _adadec}
 
 
 def make_strategy(name: str) -> Strategy:
-    """A strategy by name; raises ``ValueError`` listing the known ones."""
+    """A strategy by name (a fresh one: strategies may keep per-request stats); raises
+    ``ValueError`` listing the known ones."""
     if name not in STRATEGIES:
         raise ValueError(f"unknown decoding strategy {name!r}; known: {', '.join(STRATEGIES)}")
     return STRATEGIES[name]()
