@@ -142,6 +142,8 @@ def cmd_complete(args: argparse.Namespace) -> int:
         out.update(model=loaded.name, decoding=list(settings.decoding), mode=mode, strategy=settings.strategy,
                    tokens=len(result.token_ids), ms_per_token=round(result.ms_per_token, 3),
                    constraints=result.stats.get("constraints", {}))
+        if result.stats.get("strategy_stats"):
+            out["strategy_stats"] = result.stats["strategy_stats"]
         print(json.dumps(out, ensure_ascii=False))
     else:
         sys.stdout.write("\n")

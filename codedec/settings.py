@@ -118,15 +118,23 @@ class ServerSettings:
             options = options["codedec"]
         known = {f.name: f for f in fields(cls)}
         changes: dict[str, Any] = {}
+        implied = None  # a strategy named among the decoding components ("grammar,adadec")
         for key, value in options.items():
             name = _ALIASES.get(key, key)
             if name not in known:
                 log.warning("ignoring unknown setting %r", key)
                 continue
             try:
+                if name == "decoding":
+                    value, implied = split_strategy(value)
                 changes[name] = _coerce(name, value)
             except (TypeError, ValueError) as err:
                 raise ValueError(f"setting {key!r}: {err} (got {value!r})") from None
+        if implied is not None:
+            explicit = changes.get("strategy", "plain")
+            if explicit not in ("plain", implied):
+                raise ValueError(f"decoding names the strategy {implied!r} but strategy is {explicit!r}")
+            changes["strategy"] = implied
         return replace(base, **changes)
 
     def as_dict(self) -> dict[str, Any]:
@@ -134,6 +142,23 @@ class ServerSettings:
         d["decoding"] = list(self.decoding)
         d["languages"] = list(self.languages)
         return d
+
+
+def split_strategy(value: Any) -> tuple[Any, str | None]:
+    """A decoding list (``"grammar,adadec"`` or a list) -> (the components, the strategy named
+    among them or None): ``adadec`` is a strategy, selectable where components are."""
+    from codedec.strategy import STRATEGIES
+
+    if value is None:
+        return value, None
+    names = value.split(",") if isinstance(value, str) else list(value) if isinstance(value, list | tuple) else None
+    if names is None:
+        return value, None
+    names = [n.strip() if isinstance(n, str) else n for n in names]
+    strategies = [n for n in names if n in STRATEGIES and n != "plain"]
+    if len(set(strategies)) > 1:
+        raise ValueError(f"at most one strategy among the decoding components, got {', '.join(strategies)}")
+    return [n for n in names if n not in strategies], (strategies[0] if strategies else None)
 
 
 def _coerce(name: str, value: Any) -> Any:

@@ -23,7 +23,8 @@ Contract of :func:`run_eval`:
 
 Configurations are written ``"a,b;c"`` (see :func:`parse_configs`): components separated by
 commas, configurations by semicolons, an empty configuration meaning plain decoding. The
-pseudo-component ``no-heal`` turns token healing off for that configuration.
+pseudo-component ``no-heal`` turns token healing off for that configuration; a strategy name
+(``adadec``) among the components selects that decoding strategy.
 """
 
 from __future__ import annotations
@@ -59,10 +60,11 @@ class RunConfig:
 
     decoding: tuple[str, ...] = ()
     heal: bool = True
+    strategy: str = "plain"  # "adadec": named among the components, as everywhere
 
     @property
     def label(self) -> str:
-        names = self.decoding + (() if self.heal else (NO_HEAL,))
+        names = self.decoding + ((self.strategy,) if self.strategy != "plain" else ()) + (() if self.heal else (NO_HEAL,))
         return ",".join(names) or "plain"
 
 
@@ -86,19 +88,24 @@ def parse_configs(spec: str | None) -> list[RunConfig]:
     are kept once, in order.
     """
     from codedec.decoding import parse_decoding
+    from codedec.settings import split_strategy
 
     configs: list[RunConfig] = []
     for part in (spec or "").split(";"):
         names = [n.strip() for n in part.split(",") if n.strip()]
         heal = NO_HEAL not in names
-        config = RunConfig(parse_decoding([n for n in names if n != NO_HEAL]), heal)
+        names, strategy = split_strategy([n for n in names if n != NO_HEAL])
+        config = RunConfig(parse_decoding(names), heal, strategy or "plain")
         if config not in configs:
             configs.append(config)
     return configs
 
 
 def _fingerprint(task: Task, model: str, settings: RunSettings, config: RunConfig) -> str:
-    blob = json.dumps([task.describe(), model, asdict(settings), asdict(config)], sort_keys=True, default=str)
+    config_dict = asdict(config)
+    if config.strategy == "plain":  # runs from before strategies existed keep their fingerprints
+        del config_dict["strategy"]
+    blob = json.dumps([task.describe(), model, asdict(settings), config_dict], sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
@@ -197,7 +204,8 @@ def run_eval(task: Task, engine: Any, configs: Sequence[RunConfig], settings: Ru
             sink.write("\n")  # close a torn line so the next row starts clean
         for config, sample, repeat in pending:
             bar.set_postfix_str(config.label, refresh=False)
-            knobs = ServerSettings(decoding=config.decoding, heal=config.heal, max_tokens=max_new,
+            knobs = ServerSettings(decoding=config.decoding, heal=config.heal, strategy=config.strategy,
+                                   max_tokens=max_new,
                                    temperature=settings.temperature, time_budget_ms=settings.max_time_ms,
                                    max_prompt_tokens=max_prompt, seed=_seed(settings, sample.task_id, repeat))
             if config not in warmed:  # one-time costs (processor tables, lazy inits) stay out of p95
@@ -219,6 +227,8 @@ def run_eval(task: Task, engine: Any, configs: Sequence[RunConfig], settings: Ru
             }
             if completion.stats.get("constraints"):  # what each constraint really did for this row
                 row["constraints"] = completion.stats["constraints"]
+            if completion.stats.get("strategy_stats"):  # adadec: steps, pauses
+                row["strategy_stats"] = completion.stats["strategy_stats"]
             sink.write(json.dumps(row, ensure_ascii=False) + "\n")
             sink.flush()
             bar.update(1)

@@ -45,6 +45,9 @@ def req(id, doc="file:///a.py", prefix=PREFIX, **kw):
         ({"timeBudgetMs": 300}, "time_budget_ms", 300.0),
         ({"decoding": "no-fences,min-tokens"}, "decoding", ("min-tokens", "no-fences")),
         ({"decoding": ["no-fences"]}, "decoding", ("no-fences",)),
+        ({"decoding": "grammar,adadec"}, "decoding", ("grammar",)),  # adadec is a strategy ...
+        ({"decoding": "grammar,adadec"}, "strategy", "adadec"),  # ... selectable among the components
+        ({"decoding": ["adadec"], "strategy": "plain"}, "strategy", "adadec"),  # the CLI's default "plain"
         ({"enabledLanguages": ["python", "lua"]}, "languages", ("python", "lua")),
         ({"languages": "python, rust"}, "languages", ("python", "rust")),
         ({"lineMode": "single"}, "line_mode", "single"),
@@ -68,6 +71,7 @@ def test_settings_from_options(options, field, want):
         ({"maxTokens": True}, "maxTokens"),
         ({"lineMode": "paragraph"}, "line_mode"),
         ({"decoding": "bogus"}, "bogus"),
+        ({"decoding": "adadec", "strategy": "nonsense"}, "strategy"),
         ({"heal": "yes"}, "heal"),
         ({"debounceMs": -1}, "debounce_ms"),
         ({"languages": [1, 2]}, "languages"),

@@ -31,6 +31,19 @@ def test_parse_configs():
     assert [c.label for c in heal_off] == ["plain", "no-heal"] and heal_off[1] == RunConfig((), heal=False)
     with pytest.raises(ValueError, match="unknown decoding component"):
         parse_configs("plain;nonsense")
+    ada = parse_configs(";adadec;grammar,rpg,adadec")  # a strategy, named among the components
+    assert [c.label for c in ada] == ["plain", "adadec", "rpg,grammar,adadec"]
+    assert ada[2] == RunConfig(("rpg", "grammar"), strategy="adadec")
+    import hashlib
+    from dataclasses import asdict
+
+    from codedec_eval.runner import _fingerprint
+
+    task = HumanEvalTask([])
+    before = json.dumps([task.describe(), "m", asdict(RunSettings()), {"decoding": [], "heal": True}], sort_keys=True)
+    # runs from before strategies existed keep their fingerprints (re-running them resumes)
+    assert _fingerprint(task, "m", RunSettings(), ada[0]) == hashlib.sha1(before.encode()).hexdigest()[:16]
+    assert _fingerprint(task, "m", RunSettings(), ada[0]) != _fingerprint(task, "m", RunSettings(), ada[1])
 
 
 @pytest.fixture()
