@@ -17,10 +17,10 @@ What it is: a decoding strategy (``codedec.strategy``). Each step:
 ``stats``: steps, pauses (the fraction the paper keeps small) and how often the rerank changed the
 most likely token.
 
-What it is not: calibrated here. ``tau`` defaults to ``FALLBACK_TAU``, an uncalibrated value; a
-per-model threshold learned from data replaces it (see the issue's ``codedec calibrate``). The
-rollouts run one forward per token and candidate (batching them as one tree forward is the next
-step).
+What it is not: calibrated here. ``make_strategy("adadec", source)`` uses the model's threshold
+learned by ``codedec calibrate`` (``codedec.calibrate``), else ``FALLBACK_TAU``, an uncalibrated
+value. The rollouts run one forward per token and candidate (batching them as one tree forward is
+the next step).
 """
 
 from __future__ import annotations

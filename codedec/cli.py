@@ -161,6 +161,30 @@ def cmd_complete(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """Learn and store the model's AdaDec threshold (``codedec.calibrate``)."""
+    import torch
+
+    from codedec.calibrate import calibrate, calibration_path
+
+    torch.set_grad_enabled(False)
+    loaded = _load(args.model)
+
+    def progress(done: int, total: int) -> None:
+        print(f"\rcodedec: calibrating {loaded.name} on {args.package}: window {done}/{total}", end="",
+              file=sys.stderr, flush=True)
+
+    try:
+        cal = calibrate(loaded, package=args.package, windows=args.windows, window_tokens=args.window_tokens,
+                        seed=args.seed, progress=progress)
+    except ValueError as err:
+        raise CliError(str(err)) from None
+    print(file=sys.stderr)
+    print(f"tau = {cal.tau:.3f} nats (sigmoid({cal.a:.3f} * H + {cal.b:.3f}) = 0.5) from {cal.positions} positions, "
+          f"greedy wrong at {100 * cal.mismatch_rate:.1f} %; stored in {calibration_path(loaded.source)}")
+    return 0
+
+
 def cmd_not_yet(args: argparse.Namespace) -> int:
     print(f"codedec {args.command}: not yet available in this version", file=sys.stderr)
     return EXIT_USAGE
@@ -197,6 +221,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-time-ms", type=float, default=None, help="wall-clock budget for the completion")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
     p.set_defaults(func=cmd_complete)
+
+    p = sub.add_parser("calibrate", help="learn the model's AdaDec entropy threshold from real code (teacher forcing)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="preset name, local dir, .gguf file or cached hub id")
+    p.add_argument("--package", default="click",
+                   help="an installed package whose code is the calibration set (never a test set)")
+    p.add_argument("--windows", type=int, default=48, help="code windows to teacher-force (default 48)")
+    p.add_argument("--window-tokens", type=int, default=256, help="tokens per window (default 256)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_calibrate)
 
     # `eval` is delegated whole to the harness's own parser (see main()); listed here for --help.
     sub.add_parser("eval", help="evaluate quality and latency: humaneval, humaneval-infilling, repobench, "

@@ -471,7 +471,7 @@ class CompletionService:
             top_p=request.top_p, seed=request.seed, time_budget_ms=budget_ms,
             max_prompt_tokens=request.max_prompt_tokens, path=request.path,
         )
-        strategy = make_strategy(request.strategy)
+        strategy = make_strategy(request.strategy, getattr(getattr(engine, "loaded", None), "source", None))
         threads = self._set_threads()
         prompt_ms = (time.perf_counter() - t0) * 1000.0
         text = ""

@@ -43,18 +43,25 @@ class PlainStrategy:
         state.advance((token,))
 
 
-def _adadec() -> Strategy:
-    from codedec.adadec import AdaDecStrategy
+def _adadec(source: str | None = None) -> Strategy:
+    from codedec.adadec import FALLBACK_TAU, AdaDecConfig, AdaDecStrategy
+    from codedec.calibrate import load_tau
 
-    return AdaDecStrategy()
+    tau = load_tau(source)
+    return AdaDecStrategy(AdaDecConfig(tau=FALLBACK_TAU if tau is None else tau))
 
 
-STRATEGIES = {"plain": PlainStrategy, "adadec": _adadec}
+def _plain(source: str | None = None) -> Strategy:
+    return PlainStrategy()
 
 
-def make_strategy(name: str) -> Strategy:
-    """A strategy by name (a fresh one: strategies may keep per-request stats); raises
-    ``ValueError`` listing the known ones."""
+STRATEGIES = {"plain": _plain, "adadec": _adadec}
+
+
+def make_strategy(name: str, source: str | None = None) -> Strategy:
+    """A strategy by name (a fresh one: strategies may keep per-request stats); ``source``: where
+    the model's weights were read from (``LoadedModel.source``: adadec reads its calibrated
+    threshold by it). Raises ``ValueError`` listing the known ones."""
     if name not in STRATEGIES:
         raise ValueError(f"unknown decoding strategy {name!r}; known: {', '.join(STRATEGIES)}")
-    return STRATEGIES[name]()
+    return STRATEGIES[name](source)
