@@ -32,6 +32,7 @@ import torch
 
 from codedec.sampling import sample
 from codedec.state import DecodeState
+from codedec.uncertainty import token_uncertainty
 
 FALLBACK_TAU = 1.0  # nats; uncalibrated: used when no per-model threshold is known
 
@@ -72,8 +73,10 @@ class AdaDecStrategy:
     def step(self, state: DecodeState) -> None:
         row = state.chain(state.feed().unsqueeze(0))  # [1, V]
         self.stats["steps"] += 1
-        if self.config.tau == math.inf or entropy(row[0]) < self.config.tau:
-            state.advance((int(sample(row, state.params, state.rng)[0]),))
+        h = entropy(row[0])
+        if self.config.tau == math.inf or h < self.config.tau:
+            token = int(sample(row, state.params, state.rng)[0])
+            state.advance((token,), (token_uncertainty(row[0], token),))
             return
         self.stats["paused"] += 1  # the rerank decides: nothing is drawn from the random stream
         logp = torch.log_softmax(row[0].float(), dim=-1)  # [V]
@@ -86,7 +89,7 @@ class AdaDecStrategy:
             if score > best_score:  # ties keep the more likely candidate (topk order)
                 best, best_score = cand, score
         self.stats["changed"] += best != chosen
-        state.advance((best,))
+        state.advance((best,), ((h, float(logp[best].exp())),))
 
     def _rollout(self, state: DecodeState, cand: int, logp: float) -> float:
         """Mean log-probability of ``cand`` and up to ``lookahead`` greedy tokens after it; the

@@ -97,6 +97,7 @@ def settings_from_complete_args(args: argparse.Namespace):
         "temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p, "seed": args.seed,
         "time_budget_ms": args.max_time_ms, "line_mode": "single" if args.single_line else args.line_mode,
         "strategy": args.strategy, "max_prompt_tokens": args.max_prompt_tokens,
+        "uncertainty_cut": args.uncertainty_cut, "min_first_prob": args.min_first_prob,
     }
     try:
         return ServerSettings.from_options(given)
@@ -219,6 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "model is unsure)")
     p.add_argument("--max-prompt-tokens", type=int, default=None, help="prompt budget in tokens (default: the preset's)")
     p.add_argument("--max-time-ms", type=float, default=None, help="wall-clock budget for the completion")
+    p.add_argument("--uncertainty-cut", type=float, default=None, metavar="NATS",
+                   help="end a multi-line completion before the first line after its first where the model's "
+                        "entropy reaches NATS (off by default)")
+    p.add_argument("--min-first-prob", type=float, default=None, metavar="P",
+                   help="show nothing when the first token's probability is below P (off by default)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
     p.set_defaults(func=cmd_complete)
 

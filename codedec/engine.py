@@ -29,7 +29,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from codedec.cache import KVCache
 from codedec.forward import Interrupted
@@ -52,7 +52,9 @@ class Step:
     completion text they make final (may be ``""`` while a character or a possible stop string is
     held back). ``index``: how many tokens were generated before this step. ``finish_reason`` is
     set on the last step only, which also carries the final metrics. ``metrics`` is the request's
-    running ``RequestMetrics`` (same object every step).
+    running ``RequestMetrics`` (same object every step). ``uncertainty``: per token of
+    ``token_ids``, (entropy in nats, probability of the token) under the processed distribution
+    it was chosen from (nan when the strategy did not say).
     """
 
     token_ids: list[int]
@@ -61,6 +63,7 @@ class Step:
     elapsed_ms: float
     metrics: RequestMetrics
     finish_reason: str | None = None
+    uncertainty: list[tuple[float, float]] = field(default_factory=list)  # per token: (entropy, probability)
 
 
 class Engine:
@@ -216,7 +219,8 @@ class Engine:
                 finish = "cancelled"  # nothing more reaches the caller
                 break
             if new:
-                yield Step(new, state.take_text(), before, metrics.total_ms, metrics)
+                yield Step(new, state.take_text(), before, metrics.total_ms, metrics,
+                           uncertainty=state.uncertainty[before:])
 
         finish = finish or state.finish_reason
         # A cancelled request sends nothing more (its held-back text included: nobody waits for it).

@@ -31,6 +31,7 @@ What it is not: a protocol. URIs are opaque keys here, and nothing below this mo
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -153,6 +154,8 @@ class CompletionRequest:
     top_p: float = 1.0
     seed: int | None = None
     strategy: str = "plain"
+    uncertainty_cut: float | None = None
+    min_first_prob: float | None = None
     stop_strings: tuple[str, ...] = ()
     postprocess: bool = True
     max_prompt_tokens: int | None = None
@@ -192,6 +195,8 @@ class CompletionRequest:
             top_p=settings.top_p,
             seed=settings.seed,
             strategy=settings.strategy,
+            uncertainty_cut=settings.uncertainty_cut,
+            min_first_prob=settings.min_first_prob,
         )
         base.update(kw)
         return cls(**base)
@@ -456,6 +461,27 @@ class CompletionService:
             if done:
                 self._release(request)
 
+    def _uncertainty_rules(self, request: CompletionRequest, prepared, tokens: list[int],
+                           uncertainty: list[tuple[float, float]], text: str, stats: dict) -> str:
+        """The editor's uncertainty rules (``codedec.uncertainty``) on the generated ``text``:
+        withhold when the first token is unlikely, cut a multi-line suggestion at the first
+        uncertain line after its first. What they did goes into ``stats``."""
+        from codedec.uncertainty import spike_cut, withhold
+
+        if uncertainty and not math.isnan(uncertainty[0][1]):
+            stats["first_token_prob"] = uncertainty[0][1]
+        if request.min_first_prob is not None and withhold(uncertainty, request.min_first_prob):
+            stats["withheld"] = True
+            return ""
+        if request.uncertainty_cut is not None and not request.single_line and len(tokens) == len(uncertainty):
+            table = self.engine.vocab.token_bytes
+            keep = spike_cut([table[t] for t in tokens], uncertainty, request.uncertainty_cut,
+                             prepared.heal_text)
+            if keep is not None and keep < len(text):
+                stats["uncertainty_cut_chars"] = len(text) - keep
+                return text[:keep]
+        return text
+
     def _generate(self, request: CompletionRequest, queue_ms: float,
                   budget_ms: float | None) -> CompletionResult | None:
         from codedec.postprocess import finalize
@@ -476,6 +502,7 @@ class CompletionService:
         prompt_ms = (time.perf_counter() - t0) * 1000.0
         text = ""
         tokens: list[int] = []
+        uncertainty: list[tuple[float, float]] = []
         first_text_ms: float | None = None
         last = None
         for step in engine.generate(prepared.prompt_ids, prepared.params, prepared.chain, strategy,
@@ -486,6 +513,7 @@ class CompletionService:
                 return None
             last = step
             tokens.extend(step.token_ids)
+            uncertainty.extend(step.uncertainty)
             if not step.text:
                 continue
             text += step.text
@@ -527,8 +555,9 @@ class CompletionService:
         if request.replaced:
             stats["replaced_chars"] = request.replaced
             log_replaced(request.doc, request.replaced, self._reported_docs)
+        shown = self._uncertainty_rules(request, prepared, tokens, uncertainty, text, stats)
         stats = {k: round(v, 3) if isinstance(v, float) else v for k, v in stats.items()}
-        final = text
+        final = shown
         if request.postprocess and last.finish_reason != "cancelled":
-            final = finalize(text, request.prefix, request.suffix, "single" if request.single_line else "multi")
+            final = finalize(shown, request.prefix, request.suffix, "single" if request.single_line else "multi")
         return CompletionResult(request.id, final, last.finish_reason, stats=stats, raw_text=text, token_ids=tokens)

@@ -35,6 +35,8 @@ _ALIASES = {
     "telemetryPath": "telemetry_path",
     "topK": "top_k",
     "topP": "top_p",
+    "uncertaintyCut": "uncertainty_cut",
+    "minFirstProb": "min_first_prob",
 }
 
 
@@ -53,6 +55,9 @@ class ServerSettings:
     events (None = the default under the codedec cache, ``""`` = off). ``temperature`` (0 =
     greedy), ``top_k`` (0 = off), ``top_p`` (1 = off), ``seed`` (None = random): sampling.
     ``strategy``: how tokens are chosen (``codedec.strategy``; ``plain`` = one per forward).
+    ``uncertainty_cut`` (nats, None = off): a multi-line suggestion ends before the first line
+    after its first whose first uncertain token reaches this entropy (``codedec.uncertainty``);
+    ``min_first_prob`` (None = off): a suggestion whose first token is less likely is withheld.
     """
 
     model: str = DEFAULT_MODEL
@@ -71,6 +76,8 @@ class ServerSettings:
     top_p: float = 1.0
     seed: int | None = None
     strategy: str = "plain"
+    uncertainty_cut: float | None = None
+    min_first_prob: float | None = None
 
     def __post_init__(self) -> None:
         from codedec.sampling import SamplingParams
@@ -91,6 +98,10 @@ class ServerSettings:
             raise ValueError(f"max_prompt_tokens must be in 16..{1 << 20}, got {self.max_prompt_tokens}")
         if not self.model:
             raise ValueError("model must be a non-empty preset name or path")
+        if self.uncertainty_cut is not None and not self.uncertainty_cut > 0:
+            raise ValueError(f"uncertainty_cut must be > 0 nats (or null: off), got {self.uncertainty_cut}")
+        if self.min_first_prob is not None and not 0 <= self.min_first_prob <= 1:
+            raise ValueError(f"min_first_prob must be in [0, 1] (or null: off), got {self.min_first_prob}")
 
     def language_enabled(self, language_id: str) -> bool:
         return not self.languages or language_id in self.languages
@@ -187,6 +198,12 @@ def _coerce(name: str, value: Any) -> Any:
         if not isinstance(value, bool):
             raise TypeError("expected true or false")
         return value
+    if name in ("uncertainty_cut", "min_first_prob"):
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError("expected a number or null")
+        return float(value)
     if name in ("temperature", "top_p"):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise TypeError("expected a number")

@@ -3,7 +3,9 @@
 What it is (DESIGN §1): one object holding the KV cache, the processor chain, the incremental
 detokenizer, the text stopper, the random generator and the generated ids, with one life cycle:
 
-- ``advance(tokens) -> int | None``  accept tokens in order until a stop; returns the index of the
+- ``advance(tokens, uncertainty=None) -> int | None``  accept tokens in order until a stop (with
+  each token's (entropy, probability) under the distribution it was chosen from, when the
+  strategy knows it: ``uncertainty`` keeps them, parallel to ``ids``); returns the index of the
   stop within ``tokens`` (``None`` when there was none): a stop id at ``i`` is not accepted, a
   stop string completed by ``tokens[i]`` is (the text ends inside it). ``finish_reason`` says
   which (``stop``, ``stop_string``, ``newline``, ``block_end``), or ``length`` once
@@ -35,6 +37,8 @@ from codedec.sampling import SamplingParams, make_generator
 from codedec.stopping import TextStopper
 from codedec.vocab import Vocab
 
+_UNKNOWN = (float("nan"), float("nan"))
+
 
 class DecodeState:
     """Cache + processor chain + detokenizer + stopper + generator + generated ids (see module)."""
@@ -63,6 +67,7 @@ class DecodeState:
         self.stopper = TextStopper(params.stop_strings, params.single_line, params.block_indent)
         self.rng = make_generator(params, getattr(model, "device", "cpu"))
         self.ids: list[int] = []
+        self.uncertainty: list[tuple[float, float]] = []  # per id: (entropy nats, probability), nan if unknown
         self.logits: torch.Tensor | None = None  # [V]
         self.finish_reason: str | None = "length" if params.max_new_tokens == 0 else None
         self.safe_len = 0  # visible text that is final (no stop string can still start in it)
@@ -98,7 +103,8 @@ class DecodeState:
         return tail
 
     # ---- life cycle ---------------------------------------------------------------------------
-    def advance(self, tokens: Sequence[int]) -> int | None:
+    def advance(self, tokens: Sequence[int],
+                uncertainty: Sequence[tuple[float, float]] | None = None) -> int | None:
         """Accept ``tokens`` in order (see the module docstring); returns the stop index or None."""
         if self.finish_reason is not None:
             raise ValueError(f"advance after the generation finished ({self.finish_reason})")
@@ -111,6 +117,7 @@ class DecodeState:
                 break
             accepted.append(token)
             self.ids.append(token)
+            self.uncertainty.append(uncertainty[i] if uncertainty is not None else _UNKNOWN)
             self.detok.push((token,))
             visible = self._visible(self.detok.text)
             check = self.stopper.check(visible)
@@ -141,6 +148,7 @@ class DecodeState:
         if n == 0:
             return
         del self.ids[len(self.ids) - n :]
+        del self.uncertainty[len(self.uncertainty) - n :]
         self.detok.rollback(n)
         self.chain.rollback(n)
         self.stopper.rollback(n)
@@ -164,6 +172,7 @@ class DecodeState:
         other.stopper = self.stopper.fork()
         other.rng = self.rng.fork() if self.rng is not None else None
         other.ids = list(self.ids)
+        other.uncertainty = list(self.uncertainty)
         other._safe_marks = list(self._safe_marks)
         return other
 

@@ -20,6 +20,7 @@ from typing import Protocol, runtime_checkable
 
 from codedec.sampling import sample
 from codedec.state import DecodeState
+from codedec.uncertainty import token_uncertainty
 
 
 @runtime_checkable
@@ -32,7 +33,8 @@ class Strategy(Protocol):
 
 
 class PlainStrategy:
-    """One token per forward: logits -> processors -> sample -> advance."""
+    """One token per forward: logits -> processors -> sample -> advance (with the token's entropy
+    and probability under the processed distribution)."""
 
     name = "plain"
 
@@ -40,7 +42,7 @@ class PlainStrategy:
         logits = state.feed()  # [V]
         row = state.chain(logits.unsqueeze(0))  # [1, V]
         token = int(sample(row, state.params, state.rng)[0])
-        state.advance((token,))
+        state.advance((token,), (token_uncertainty(row[0], token),))
 
 
 def _adadec(source: str | None = None) -> Strategy:

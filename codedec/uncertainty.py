@@ -1,0 +1,62 @@
+"""How sure the model was: per-token entropy and probability, and the editor rules built on them.
+
+What it is:
+
+1. ``token_uncertainty(row, token)``: (entropy in nats, probability of ``token``) under
+   softmax(``row``) — the processed distribution a strategy chose the token from (strategies pass
+   it to ``DecodeState.advance``; each ``engine.Step`` carries its tokens');
+2. ``spike_cut(token_bytes, uncertainty, threshold, skip)``: where to cut a multi-line suggestion —
+   before the line of the first token after the first line whose entropy reaches ``threshold``
+   (show the confident part, whole lines), or None;
+3. ``withhold(uncertainty, min_prob)``: whether to show nothing because the first token's
+   probability is below ``min_prob``.
+
+What it is not: a calibration (``codedec.calibrate`` learns the entropy threshold per model).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+
+def token_uncertainty(row: torch.Tensor, token: int) -> tuple[float, float]:
+    """(entropy nats, probability of ``token``) of softmax(``row`` [V]); masked (-inf) entries count 0."""
+    logp = torch.log_softmax(row.float(), dim=-1)  # [V]
+    p = logp.exp()
+    return float(-(p * logp.nan_to_num(neginf=0.0)).sum()), float(p[token])
+
+
+def spike_cut(token_bytes: Sequence[bytes], uncertainty: Sequence[tuple[float, float]], threshold: float,
+              skip: str = "") -> int | None:
+    """The number of visible characters to keep, or None to keep everything.
+
+    ``token_bytes``: the generated tokens' bytes; ``skip``: text at the start the editor does not
+    show (token healing's re-created text). A token belongs to the line it starts on, or to the
+    next line when it starts with a newline (choosing it chooses that the line exists). The first
+    token on a line after the first whose entropy >= ``threshold`` cuts the suggestion before that
+    line's newline."""
+    raw = b"".join(token_bytes)
+    offset = 0
+    newlines_before = []  # per token: newlines in the raw text before it (+1 when it opens a line)
+    for b in token_bytes:
+        newlines_before.append(raw.count(b"\n", 0, offset) + (1 if b.startswith(b"\n") else 0))
+        offset += len(b)
+    hidden = skip.count("\n")
+    for (entropy, _prob), line in zip(uncertainty, newlines_before, strict=True):
+        if line - hidden >= 1 and not math.isnan(entropy) and entropy >= threshold:
+            visible = raw.decode("utf-8", errors="replace")
+            visible = visible[len(skip):] if visible.startswith(skip) else visible
+            lines = visible.split("\n")
+            return len("\n".join(lines[: line - hidden]))
+    return None
+
+
+def withhold(uncertainty: Sequence[tuple[float, float]], min_prob: float) -> bool:
+    """True when the first token's probability is known and below ``min_prob``."""
+    if not uncertainty:
+        return False
+    prob = uncertainty[0][1]
+    return not math.isnan(prob) and prob < min_prob
