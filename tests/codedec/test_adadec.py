@@ -53,7 +53,7 @@ def test_a_pause_leaves_no_trace(tiny, temperature):
     run(a, 3)
     run(b, 3)
     AdaDecStrategy(AdaDecConfig(tau=0.0, beams=3, lookahead=4)).step(a)  # rollouts, then one token
-    b.advance(a.ids[-1:])
+    b.advance(a.ids[-1:], a.uncertainty[-1:])
     assert same(snapshot(a), snapshot(b))
     assert torch.allclose(a.feed(), b.feed(), atol=1e-5)
     assert run(a, 10) == run(b, 10)  # processors, stopper and random stream continue alike

@@ -45,7 +45,7 @@ def run(state: DecodeState, steps: int) -> list[int]:
 def snapshot(state: DecodeState):
     return (list(state.ids), state.text, state.detok.text, state.detok._pending, state.safe_len,
             list(state.cache.tokens), state.finish_reason,
-            None if state.rng is None else state.rng.torch.get_state().clone())
+            None if state.rng is None else state.rng.torch.get_state().clone(), list(state.uncertainty))
 
 
 def same(a, b) -> bool:
