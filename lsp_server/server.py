@@ -382,6 +382,7 @@ class CodedecServer(LanguageServer):
             prompt_tokens=result.stats.get("prompt_tokens"),
             finish_reason=result.finish_reason,
             **({"constraints": result.stats["constraints"]} if result.stats.get("constraints") else {}),
+            **_uncertainty_fields(result.stats),
         )
         return Completed(text, prefix, mode,
                          {"tokens": result.stats.get("new_tokens"), "total_ms": result.stats.get("total_ms")})
@@ -556,6 +557,18 @@ def register_features(server: CodedecServer) -> CodedecServer:
             await asyncio.get_running_loop().run_in_executor(None, ls.service.close, 2.0)
 
     return server
+
+
+def _uncertainty_fields(stats: dict[str, Any]) -> dict[str, Any]:
+    """What the uncertainty rules did to a completion, for its telemetry event (``codedec stats``)."""
+    out = {}
+    if "first_token_prob" in stats:
+        out["first_token_prob"] = stats["first_token_prob"]
+    if stats.get("withheld"):
+        out["withheld"] = True
+    if stats.get("uncertainty_cut_chars"):
+        out["cut_chars"] = stats["uncertainty_cut_chars"]
+    return out
 
 
 def _event_fields(params: Any) -> dict[str, Any]:

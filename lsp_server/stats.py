@@ -4,7 +4,9 @@ Terms: *shown* = completion events with text; *cancelled* = superseded or cancel
 out of the latencies); *acceptance rate* = accepted / (accepted +
 rejected) — suggestions the client reported on; *latency* = request received -> response sent,
 per source (``model`` calls vs typed-ahead ``cache`` hits); *first partial* = request received ->
-first ``codedec/partial`` notification.
+first ``codedec/partial`` notification; *uncertainty* = model completions the uncertainty rules
+withheld or cut (``uncertaintyCut`` / ``minFirstProb``), and the acceptance rate of the cut ones
+beside the others' (accept/reject events joined to completions by request id).
 """
 
 from __future__ import annotations
@@ -53,6 +55,28 @@ def summarize(events: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "latency_ms": {"model": pct(model_lat, (50, 95, 99)), "cache": pct(cache_lat, (50, 95))},
         "first_partial_ms": pct(first, (50, 95)),
         "constraints": constraint_rates([e for e in finished if e.get("source") == "model"]),
+        "uncertainty": _uncertainty([e for e in finished if e.get("source") == "model"], events),
+    }
+
+
+def _uncertainty(model: Sequence[dict[str, Any]], events: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """How often the uncertainty rules acted, and acceptance with and without a cut."""
+    verdict = {e.get("id"): e["event"] == "accept" for e in events if e.get("event") in ("accept", "reject")}
+
+    def rate(group: list[dict[str, Any]]) -> float | None:
+        known = [verdict[e.get("id")] for e in group if e.get("id") in verdict]
+        return sum(known) / len(known) if known else None
+
+    cut = [e for e in model if e.get("cut_chars")]
+    shown_uncut = [e for e in model if not e.get("cut_chars") and e.get("chars", 0) > 0]
+    n = len(model)
+    return {
+        "withheld": sum(bool(e.get("withheld")) for e in model),
+        "cut": len(cut),
+        "withheld_rate": sum(bool(e.get("withheld")) for e in model) / n if n else None,
+        "cut_rate": len(cut) / n if n else None,
+        "acceptance_cut": rate(cut),
+        "acceptance_uncut": rate(shown_uncut),
     }
 
 
@@ -75,6 +99,10 @@ def render(s: dict[str, Any]) -> str:
             f"first partial   p50 {_fmt(fp['p50'])} ms  p95 {_fmt(fp['p95'])} ms",
             *([f"constraints     {constraint_cell(s['constraints'])}  (off % / monitor answers on time-late-never %)"]
               if s.get("constraints") else []),
+            *([f"uncertainty     withheld {u['withheld']} ({_fmt(u['withheld_rate'], True)}), cut {u['cut']}"
+               f" ({_fmt(u['cut_rate'], True)}); acceptance cut {_fmt(u['acceptance_cut'], True)},"
+               f" not cut {_fmt(u['acceptance_uncut'], True)}"]
+              if (u := s.get("uncertainty")) and (u["withheld"] or u["cut"]) else []),
         ]
     )
 

@@ -102,6 +102,7 @@ def test_telemetry_and_stats(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "acceptance      66.7%" in text and "p50 200.0 ms" in text
     assert run_stats(parser.parse_args(["--log", str(tmp_path / "none.jsonl")])) == 1
+    assert "uncertainty" not in text  # nothing withheld or cut: no line
     assert resolve_path("") is None and resolve_path(None).name == "telemetry.jsonl"
     # An unwritable path turns the log off instead of failing.
     bad = TelemetryLog(tmp_path / "sub" / "t.jsonl" / "x.jsonl")
@@ -184,3 +185,23 @@ def test_websocket_only_process():
     finally:
         proc.kill()
         proc.wait(10)
+
+
+def test_stats_count_the_uncertainty_rules(tmp_path, capsys):
+    path = tmp_path / "t.jsonl"
+    log = TelemetryLog(path)
+    log.write("completion", id=1, source="model", chars=0, latency_ms=10.0, withheld=True, first_token_prob=0.01)
+    log.write("completion", id=2, source="model", chars=9, latency_ms=10.0, cut_chars=40)
+    log.write("completion", id=3, source="model", chars=9, latency_ms=10.0, cut_chars=12)
+    log.write("completion", id=4, source="model", chars=30, latency_ms=10.0)
+    log.write("accept", id=2)
+    log.write("accept", id=3)
+    log.write("reject", id=4)
+    u = summarize(read_events(path))["uncertainty"]
+    assert (u["withheld"], u["cut"], u["acceptance_cut"], u["acceptance_uncut"]) == (1, 2, 1.0, 0.0)
+    assert u["withheld_rate"] == pytest.approx(0.25) and u["cut_rate"] == pytest.approx(0.5)
+    parser = argparse.ArgumentParser()
+    add_stats_arguments(parser)
+    assert run_stats(parser.parse_args(["--log", str(path)])) == 0
+    assert "uncertainty     withheld 1 (25.0%), cut 2 (50.0%); acceptance cut 100.0%, not cut 0.0%" in \
+        capsys.readouterr().out
