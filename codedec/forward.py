@@ -151,8 +151,14 @@ def tree_rows_sequential(model, context: KVCache, ids: Sequence[int], parents: S
 
 
 @torch.inference_mode()
-def tree_forward(model, cache: KVCache, ids: Sequence[int], parents: Sequence[int]) -> torch.Tensor:
+def tree_forward(model, cache: KVCache, ids: Sequence[int], parents: Sequence[int],
+                 context: int | None = None) -> torch.Tensor:
     """One forward over P draft nodes after the cached context; return logits [P, V].
+
+    ``context`` (default: all of the cache): how many cached positions are context. Positions
+    after it hold earlier nodes of the same tree (a tree grown one level per forward, as
+    lookahead rollouts do): ``parents`` then describes those cached nodes first, in cache order,
+    then the P new ones; the new nodes see the context and their ancestors among all nodes.
 
     1. depth(i) from ``parents`` (``draft_tree.depths``), position of node i = ``len(cache) +
        depth(i)``;
@@ -165,16 +171,18 @@ def tree_forward(model, cache: KVCache, ids: Sequence[int], parents: Sequence[in
     Row i equals the logits of a sequential decode along node i's path (up to floating-point
     reassociation; tested to fp32 tolerance).
     """
-    if len(ids) != len(parents):
-        raise ValueError(f"{len(ids)} ids but {len(parents)} parents")
-    depths = draft_tree.depths(parents)
-    device = model.device
     start = len(cache)
+    context = start if context is None else context
+    old = start - context  # nodes of the tree already in the cache
+    if not 0 <= old <= start or len(ids) + old != len(parents):
+        raise ValueError(f"{len(ids)} new ids and {old} cached nodes but {len(parents)} parents")
+    depths = draft_tree.depths(parents)[old:]
+    device = model.device
     dtype = getattr(model, "dtype", torch.float32)
     if not dtype.is_floating_point:
         dtype = torch.float32
-    visible = torch.ones(len(ids), start + len(ids), dtype=torch.bool)  # [P, T + P]
-    visible[:, start:] = draft_tree.ancestors(parents)
+    visible = torch.ones(len(ids), start + len(ids), dtype=torch.bool)  # [P, T + old + P]
+    visible[:, context:] = draft_tree.ancestors(parents)[old:]
     mask = torch.zeros(visible.shape, dtype=dtype).masked_fill(~visible, torch.finfo(dtype).min)
-    positions = start + torch.tensor(depths, dtype=torch.long, device=device)  # [P]
+    positions = context + torch.tensor(depths, dtype=torch.long, device=device)  # [P]
     return _forward(model, cache, ids, keep=len(ids), positions=positions, mask=mask[None, None].to(device))

@@ -136,7 +136,7 @@ class DecodeState:
             if self.rng is not None:
                 self.rng.mark(len(accepted))
             self.logits = None
-        if len(self.cache) > self.length:  # a verified draft ran past what was accepted
+        if self.cache is not None and len(self.cache) > self.length:  # a verified draft ran past what was accepted
             self.cache.crop(self.length)
         return stop_at
 
@@ -158,15 +158,19 @@ class DecodeState:
         del self._safe_marks[len(self._safe_marks) - n :]
         self.shown = min(self.shown, self.safe_len)
         self.finish_reason = None
-        if len(self.cache) >= self.length:  # the logits after the end are gone: feed its last token again
-            self.cache.crop(self.length - 1)
+        if self.cache is not None and len(self.cache) >= self.length:  # the logits after the end are gone:
+            self.cache.crop(self.length - 1)  # feed its last token again
         self.logits = None
 
-    def fork(self) -> DecodeState:
-        """An independent copy: advancing or rolling back either leaves the other unchanged."""
+    def fork(self, cache: bool = True) -> DecodeState:
+        """An independent copy: advancing or rolling back either leaves the other unchanged.
+        ``cache=False``: a branch for bookkeeping only (processors, text, stops) whose tokens'
+        keys and values live elsewhere — in a tree the strategy grows in this state's cache; it
+        advances and rolls back like any state but cannot ``feed``."""
         other = DecodeState.__new__(DecodeState)
         other.__dict__.update(self.__dict__)
-        other.cache = self.cache.fork()
+        other.cache = self.cache.fork() if cache else None
+        other.logits = None if not cache else self.logits
         other.chain = self.chain.fork()
         other.detok = self.detok.fork()
         other.stopper = self.stopper.fork()
@@ -197,6 +201,8 @@ class DecodeState:
         """The next-token logits [V], running the forwards the cache is missing (a chunked
         prefill; ``should_stop`` is asked between chunks, ``forward.Interrupted`` on a stop;
         chunks shrink toward ``deadline``, see ``forward.prefill``)."""
+        if self.cache is None:
+            raise ValueError("a branch forked without a cache cannot run the model")
         if self.logits is None:
             self.logits = prefill(self.model, self.cache, self.unfed(), should_stop=should_stop, deadline=deadline)
         return self.logits

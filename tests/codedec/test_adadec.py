@@ -46,15 +46,19 @@ def test_tau_inf_is_plain_decoding(tiny, temperature):
     assert reranked[0] and isinstance(reranked[0][0], int)
 
 
+@pytest.mark.parametrize("batched", [True, False])
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
-def test_a_pause_leaves_no_trace(tiny, temperature):
+def test_a_pause_leaves_no_trace(tiny, temperature, batched):
     a = make_state(tiny, temperature)
     b = make_state(tiny, temperature)
     run(a, 3)
     run(b, 3)
-    AdaDecStrategy(AdaDecConfig(tau=0.0, beams=3, lookahead=4)).step(a)  # rollouts, then one token
+    AdaDecStrategy(AdaDecConfig(tau=0.0, beams=3, lookahead=4, batched=batched)).step(a)  # rollouts, one token
     b.advance(a.ids[-1:], a.uncertainty[-1:])
-    assert same(snapshot(a), snapshot(b))
+    sa, sb = snapshot(a), snapshot(b)
+    assert same(sa[:5] + sa[6:], sb[:5] + sb[6:])  # ids, text, detokenizer, stopper, rng, uncertainty
+    for state, snap in ((a, sa), (b, sb)):  # the cache: a prefix of the tokens (no rollout token left)
+        assert snap[5] == (state.prompt_ids + state.ids)[: len(snap[5])]
     assert torch.allclose(a.feed(), b.feed(), atol=1e-5)
     assert run(a, 10) == run(b, 10)  # processors, stopper and random stream continue alike
 
@@ -69,7 +73,8 @@ def test_entropy():
 
 class Fork(torch.nn.Module):
     """After the prompt: A (logit 2.0) or B (1.9) — an unsure step; after A every token is equally
-    likely (a dead end), after B the model is sure of C, then of C again."""
+    likely (a dead end), after B the model is sure of C, then of C again. Honours tree masks: a
+    row's first generated token is the one its attention mask lets it see."""
 
     A, B, C = 300, 301, 302
 
@@ -77,25 +82,27 @@ class Fork(torch.nn.Module):
         super().__init__()
         self.vocab_size, self.prompt_len = vocab_size, prompt_len
         self.config = LlamaConfig(num_hidden_layers=1, hidden_size=8, num_attention_heads=1, vocab_size=vocab_size)
-        self.seen: dict[int, int] = {}  # position -> token
+        self.cols: list[tuple[int, int]] = []  # per cached column: (position, token)
 
     @property
     def device(self) -> torch.device:
         return torch.device("cpu")
 
-    def forward(self, input_ids, position_ids, past_key_values, use_cache=True, logits_to_keep=1):
-        p = input_ids.shape[1]
-        for pos, tok in zip(position_ids[0].tolist(), input_ids[0].tolist(), strict=True):
-            self.seen[pos] = tok
+    def forward(self, input_ids, position_ids, past_key_values, use_cache=True, logits_to_keep=1,
+                attention_mask=None):
+        n, p = past_key_values.get_seq_length(), input_ids.shape[1]
+        self.cols = self.cols[:n] + list(zip(position_ids[0].tolist(), input_ids[0].tolist(), strict=True))
         dummy = torch.zeros(1, 1, p, 1)
         past_key_values.update(dummy, dummy.clone(), 0)
         logits = torch.zeros(1, logits_to_keep, self.vocab_size)
-        for row, q in enumerate(position_ids[0, -logits_to_keep:].tolist()):
-            first = self.seen.get(self.prompt_len) if q >= self.prompt_len else None
+        for out, r in enumerate(range(p - logits_to_keep, p)):
+            seen = (range(n + r + 1) if attention_mask is None
+                    else [c for c in range(n + p) if attention_mask[0, 0, r, c] == 0])
+            first = next((tok for c in seen for pos, tok in [self.cols[c]] if pos == self.prompt_len), None)
             if first is None:
-                logits[0, row, self.A], logits[0, row, self.B] = 2.0, 1.9
+                logits[0, out, self.A], logits[0, out, self.B] = 2.0, 1.9
             elif first == self.B:
-                logits[0, row, self.C] = 20.0
+                logits[0, out, self.C] = 20.0
         return types.SimpleNamespace(logits=logits)
 
 
@@ -111,9 +118,10 @@ def test_the_pause_commits_the_sure_continuation(tiny):
         return [t for s in steps for t in s.token_ids]
 
     assert first_tokens(PlainStrategy())[0] == FORK_A
-    ada = AdaDecStrategy(AdaDecConfig(tau=1.0, beams=2, lookahead=2))
-    assert first_tokens(ada) == [FORK_B, FORK_C, FORK_C]
-    assert ada.stats == {"steps": 3, "paused": 1, "changed": 1}  # only the unsure step paused
+    for batched in (True, False):
+        ada = AdaDecStrategy(AdaDecConfig(tau=1.0, beams=2, lookahead=2, batched=batched))
+        assert first_tokens(ada) == [FORK_B, FORK_C, FORK_C]
+        assert ada.stats == {"steps": 3, "paused": 1, "changed": 1}  # only the unsure step paused
     assert first_tokens(AdaDecStrategy(AdaDecConfig(tau=math.inf)))[0] == FORK_A
 
 
@@ -137,3 +145,19 @@ def test_through_the_service_with_its_stats(tiny):
         assert st["steps"] >= 1 and 0 <= st["paused"] <= st["steps"]
     finally:
         service.close()
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_batched_rollouts_choose_as_the_sequential_ones(tiny, temperature):
+    """One tree forward per lookahead token instead of one forward per token and candidate: the
+    same tokens, far fewer forwards."""
+    engine = Engine(tiny)
+    out = {}
+    for batched in (True, False):
+        prepared = prepare(engine, PREFIX, "\n", max_tokens=12, decoding="rpg,grammar", temperature=temperature,
+                           seed=3)
+        steps = list(engine.generate(prepared.prompt_ids, prepared.params, prepared.chain,
+                                     AdaDecStrategy(AdaDecConfig(tau=0.0, batched=batched))))
+        out[batched] = ([t for s in steps for t in s.token_ids], steps[-1].metrics.forwards)
+    assert out[True][0] == out[False][0]
+    assert out[True][1] * 2 < out[False][1], out

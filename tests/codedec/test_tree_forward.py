@@ -140,3 +140,28 @@ def test_tree_rows_equal_sequential_decode_smollm2(smollm2, capsys):
         worst = max(worst, check_tree(smollm2, ids, draft, parents))
     with capsys.disabled():
         print(f"\ntree_forward vs sequential decode, SmolLM2 fp32: max |diff| = {worst:.2e}")
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_tree_grown_one_level_per_forward(make_tiny, seed):
+    """``context=``: nodes already in the cache are earlier levels of the same tree (lookahead
+    rollouts grow B branches a token at a time); each level's rows equal the sequential decode."""
+    loaded = make_tiny(seed=seed, num_key_value_heads=2)
+    model, rng = loaded.model, random.Random(seed)
+    vocab = model.config.vocab_size
+    context = KVCache(model.config)
+    prefill(model, context, [rng.randrange(3, vocab) for _ in range(11)])
+    tree, ids, parents = context.fork(), [], []
+    tips = [-1, -1, -1]  # three branches from the root
+    for _level in range(4):
+        new = [rng.randrange(3, vocab) for _ in tips]
+        new_parents = list(tips)
+        got = tree_forward(model, tree, new, parents + new_parents, context=len(context))  # [B, V]
+        ids, parents = ids + new, parents + new_parents
+        want = tree_rows_sequential(model, context, ids, parents)[-len(new):]
+        for row, ref in zip(got, want, strict=True):
+            torch.testing.assert_close(row, ref, **TOL)
+        tips = list(range(len(ids) - len(new), len(ids)))
+    assert len(tree) == len(context) + len(ids) and tree.forwards == context.forwards + 4
+    with pytest.raises(ValueError):
+        tree_forward(model, tree, [5], [-1], context=len(context))  # the cached nodes need parents too
