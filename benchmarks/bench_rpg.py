@@ -164,8 +164,11 @@ def score_runs(paths: list[str]) -> None:
         raise SystemExit(f"no plain configuration in {paths}: it defines which problems repeat")
     common = sorted(set.intersection(*(set(r) for r in rows.values())))
     stats = {c: {t: repetition_stats(r[t]["completion"]) for t in common} for c, r in rows.items()}
-    repeating = [t for t in common
-                 if stats["plain"][t]["repeated_lines"] or stats["plain"][t]["repeated_statements"]]
+    # which problems repeat is what the model wrote: the raw completion where the rows have it
+    # (the editor's post-processing cuts back-to-back repeats from "completion")
+    select = {t: repetition_stats(rows["plain"][t].get("raw_completion", rows["plain"][t]["completion"]))
+              for t in common}
+    repeating = [t for t in common if select[t]["repeated_lines"] or select[t]["repeated_statements"]]
     if not repeating:
         raise SystemExit("no plain completion repeats: nothing to compare")
     print(f"{len(common)} problems in every run; plain repeats in {len(repeating)} of them")
