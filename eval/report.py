@@ -52,6 +52,9 @@ def render_table(summary: dict[str, Any]) -> Table:
     constrained = any(cfg.get("constraints") for cfg in summary["configs"].values())
     if constrained:
         table.add_column("constraints (off % / monitor answers on time-late-never %)")
+    paused = any(cfg.get("strategy") for cfg in summary["configs"].values())
+    if paused:
+        table.add_column("paused %", justify="right", no_wrap=True)
     for label, cfg in summary["configs"].items():
         q = cfg["quality"]
         table.add_row(
@@ -59,7 +62,8 @@ def render_table(summary: dict[str, Any]) -> Table:
             _fmt(cfg["latency_ms"]["p50"], 0), _fmt(cfg["latency_ms"]["p95"], 0),
             _fmt(cfg["tokens_per_s"], 0 if cfg["tokens_per_s"] >= 100 else 1),
             _fmt(cfg["mean_prompt_tokens"], 0), str(cfg["n"]),
-            *([constraint_cell(cfg.get("constraints") or {})] if constrained else []))
+            *([constraint_cell(cfg.get("constraints") or {})] if constrained else []),
+            *([_fmt(cfg["strategy"]["paused_pct"], 1) if cfg.get("strategy") else "-"] if paused else []))
     return table
 
 

@@ -266,6 +266,11 @@ def summarize(task: Task, model: str, settings: RunSettings, configs: Sequence[R
         constraints = constraint_rates(mine)
         if constraints:
             per_config[config.label]["constraints"] = constraints
+        steps = sum(int((r.get("strategy_stats") or {}).get("steps", 0)) for r in mine)
+        if config.strategy != "plain" and steps:  # adadec: the share of steps that paused to look ahead
+            paused = sum(int((r.get("strategy_stats") or {}).get("paused", 0)) for r in mine)
+            per_config[config.label]["strategy"] = {"name": config.strategy, "steps": steps, "paused": paused,
+                                                    "paused_pct": 100.0 * paused / steps}
     return {"task": task.describe(), "primary": task.primary, "model": model, "settings": asdict(settings),
             "configs": per_config}
 

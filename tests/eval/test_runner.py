@@ -224,3 +224,18 @@ def test_constraint_reports_reach_the_rows_summary_and_table():
     assert (rates["monitor"]["on_time_pct"], rates["monitor"]["late_pct"], rates["monitor"]["timed_out_pct"]) == (
         25.0, 25.0, 50.0)
     assert constraint_cell(rates) == "grammar off 50%; monitor off 50% 25-25-50"
+
+
+def test_adadec_pauses_reach_the_rows_summary_and_table(engine, tmp_path):
+    task = HumanEvalTask(load_humaneval()[:2], timeout_s=5)
+    out = io.StringIO()
+    summary = run_eval(task, engine, parse_configs(";adadec"), RunSettings(max_new_tokens=6), tmp_path,
+                       progress=False, plot=False, console=Console(file=out, width=160))
+    rows = [json.loads(line) for line in (tmp_path / SAMPLES_FILE).read_text().splitlines()]
+    ada = [r for r in rows if r["config"] == "adadec"]
+    assert len(ada) == 2 and all(r["strategy_stats"]["steps"] >= 1 for r in ada)
+    assert all("strategy_stats" not in r for r in rows if r["config"] == "plain")
+    st = summary["configs"]["adadec"]["strategy"]
+    assert st["steps"] == sum(r["strategy_stats"]["steps"] for r in ada)
+    assert st["paused_pct"] == pytest.approx(100.0 * st["paused"] / st["steps"])
+    assert "strategy" not in summary["configs"]["plain"] and "paused %" in out.getvalue()
