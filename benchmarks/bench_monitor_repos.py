@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 
 import torch
+from bench_monitor import MEMBER  # a member access, as bench_monitor counts them
 from codedec_eval.judge import Unparsable, member_errors
 from codedec_eval.member_cases import MemberCase, member_cases
 
@@ -54,7 +55,6 @@ from codedec.monitor.client import close_all
 from codedec.service import CompletionService
 from codedec.settings import ServerSettings
 
-MEMBER = re.compile(r"([A-Za-z_]\w*)\.([A-Za-z_]\w*)")
 IDENT = re.compile(r"[A-Za-z_]\w*")
 CONDITIONS = ("plain", "cold", "warm")
 

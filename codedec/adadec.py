@@ -35,7 +35,7 @@ import torch
 
 from codedec.sampling import sample
 from codedec.state import DecodeState
-from codedec.uncertainty import token_uncertainty
+from codedec.uncertainty import entropy_of
 
 FALLBACK_TAU = 1.0  # nats; uncalibrated: used when no per-model threshold is known
 
@@ -60,13 +60,6 @@ class AdaDecConfig:
             raise ValueError(f"beams must be >= 1 and lookahead >= 0, got {self.beams}, {self.lookahead}")
 
 
-def entropy(logits: torch.Tensor) -> float:
-    """Entropy in nats of softmax(``logits`` [V]); ``-inf`` entries (masked tokens) count as 0."""
-    logp = torch.log_softmax(logits.float(), dim=-1)  # [V]
-    p = logp.exp()
-    return float(-(p * logp.nan_to_num(neginf=0.0)).sum())
-
-
 class AdaDecStrategy:
     """See the module docstring."""
 
@@ -79,13 +72,13 @@ class AdaDecStrategy:
     def step(self, state: DecodeState) -> None:
         row = state.chain(state.feed().unsqueeze(0))  # [1, V]
         self.stats["steps"] += 1
-        h = entropy(row[0])
+        logp = torch.log_softmax(row[0].float(), dim=-1)  # [V]
+        h = float(entropy_of(logp))
         if self.config.tau == math.inf or h < self.config.tau:
             token = int(sample(row, state.params, state.rng)[0])
-            state.advance((token,), (token_uncertainty(row[0], token),))
+            state.advance((token,), ((h, float(logp[token].exp())),))
             return
         self.stats["paused"] += 1  # the rerank decides: nothing is drawn from the random stream
-        logp = torch.log_softmax(row[0].float(), dim=-1)  # [V]
         chosen = int(torch.argmax(logp))
         k = min(self.config.beams, int(torch.isfinite(logp).sum()))
         top = torch.topk(logp, k)

@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from codedec.loading import cache_dir
+from codedec.uncertainty import entropy_of
 
 DEFAULT_PACKAGE = "click"
 
@@ -110,8 +111,7 @@ def collect(loaded, files: Sequence[Path], *, windows: int = 48, window_tokens: 
         window = torch.tensor([ids[start : start + window_tokens]])  # [1, T]
         with torch.no_grad():
             logits = model(input_ids=window).logits[0, :-1].float()  # [T-1, V]: the next token after each
-        logp = torch.log_softmax(logits, dim=-1)
-        ent = -(logp.exp() * logp).sum(-1)  # [T-1]
+        ent = entropy_of(torch.log_softmax(logits, dim=-1))  # [T-1]
         wrong = logits.argmax(-1) != window[0, 1:]  # [T-1]
         entropies += ent.tolist()
         labels += wrong.long().tolist()

@@ -22,11 +22,21 @@ from collections.abc import Sequence
 import torch
 
 
+def entropy_of(logp: torch.Tensor) -> torch.Tensor:
+    """Entropy in nats over the last dimension of log-probabilities ``logp`` [..., V] -> [...];
+    masked (-inf) entries count 0."""
+    return -(logp.exp() * logp.nan_to_num(neginf=0.0)).sum(-1)
+
+
+def entropy(logits: torch.Tensor) -> float:
+    """Entropy in nats of softmax(``logits`` [V])."""
+    return float(entropy_of(torch.log_softmax(logits.float(), dim=-1)))
+
+
 def token_uncertainty(row: torch.Tensor, token: int) -> tuple[float, float]:
     """(entropy nats, probability of ``token``) of softmax(``row`` [V]); masked (-inf) entries count 0."""
     logp = torch.log_softmax(row.float(), dim=-1)  # [V]
-    p = logp.exp()
-    return float(-(p * logp.nan_to_num(neginf=0.0)).sum()), float(p[token])
+    return float(entropy_of(logp)), float(logp[token].exp())
 
 
 def spike_cut(token_bytes: Sequence[bytes], uncertainty: Sequence[tuple[float, float]], threshold: float,
@@ -39,11 +49,11 @@ def spike_cut(token_bytes: Sequence[bytes], uncertainty: Sequence[tuple[float, f
     token on a line after the first whose entropy >= ``threshold`` cuts the suggestion before that
     line's newline."""
     raw = b"".join(token_bytes)
-    offset = 0
+    newlines = 0
     newlines_before = []  # per token: newlines in the raw text before it (+1 when it opens a line)
     for b in token_bytes:
-        newlines_before.append(raw.count(b"\n", 0, offset) + (1 if b.startswith(b"\n") else 0))
-        offset += len(b)
+        newlines_before.append(newlines + (1 if b.startswith(b"\n") else 0))
+        newlines += b.count(b"\n")
     hidden = skip.count("\n")
     for (entropy, _prob), line in zip(uncertainty, newlines_before, strict=True):
         if line - hidden >= 1 and not math.isnan(entropy) and entropy >= threshold:

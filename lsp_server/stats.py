@@ -41,6 +41,7 @@ def summarize(events: Sequence[dict[str, Any]]) -> dict[str, Any]:
             k: (None if v != v else round(v, 3)) for k, v in percentiles(values, qs).items()
         }  # NaN -> None
 
+    model = [e for e in finished if e.get("source") == "model"]
     model_lat, cache_lat = lat("model"), lat("cache")
     first = lat("model", "first_partial_ms")
     return {
@@ -54,8 +55,8 @@ def summarize(events: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "cache_hit_rate": len(cache_lat) / len(served) if served else None,
         "latency_ms": {"model": pct(model_lat, (50, 95, 99)), "cache": pct(cache_lat, (50, 95))},
         "first_partial_ms": pct(first, (50, 95)),
-        "constraints": constraint_rates([e for e in finished if e.get("source") == "model"]),
-        "uncertainty": _uncertainty([e for e in finished if e.get("source") == "model"], events),
+        "constraints": constraint_rates(model),
+        "uncertainty": _uncertainty(model, events),
     }
 
 
@@ -70,10 +71,11 @@ def _uncertainty(model: Sequence[dict[str, Any]], events: Sequence[dict[str, Any
     cut = [e for e in model if e.get("cut_chars")]
     shown_uncut = [e for e in model if not e.get("cut_chars") and e.get("chars", 0) > 0]
     n = len(model)
+    withheld = sum(bool(e.get("withheld")) for e in model)
     return {
-        "withheld": sum(bool(e.get("withheld")) for e in model),
+        "withheld": withheld,
         "cut": len(cut),
-        "withheld_rate": sum(bool(e.get("withheld")) for e in model) / n if n else None,
+        "withheld_rate": withheld / n if n else None,
         "cut_rate": len(cut) / n if n else None,
         "acceptance_cut": rate(cut),
         "acceptance_uncut": rate(shown_uncut),

@@ -16,11 +16,12 @@ import torch
 from test_state import make_state, run, same, snapshot
 from transformers import LlamaConfig
 
-from codedec.adadec import AdaDecConfig, AdaDecStrategy, entropy
+from codedec.adadec import AdaDecConfig, AdaDecStrategy
 from codedec.engine import Engine
 from codedec.prepare import prepare
 from codedec.sampling import SamplingParams
 from codedec.strategy import PlainStrategy, make_strategy
+from codedec.uncertainty import entropy
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 PREFIX = "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, x):\n"
