@@ -6,7 +6,8 @@ What it is: a thin owner of a transformers ``DynamicCache`` (layers ``.keys/.val
 1. a new request reuses the longest common prefix with what is cached (``reuse``), prefilling only
    the rest (llama.cpp's ``cache_prompt``, vLLM's prefix caching for a single sequence);
 2. speculation and lookahead can undo tokens (``rollback(n)``/``crop(t)``), branch (``fork``) and
-   keep only an accepted path of a verified draft tree (``keep``);
+   keep only an accepted path of a verified draft tree (``keep``, or ``keep_path`` when the
+   context stays whole);
 3. edit-aware reuse (PIE, ``codedec.pie``) can cut a range out (``segment``), put it back after
    newly encoded tokens (``extend``) and re-rotate its keys to new positions (``rerotate``).
 
@@ -140,6 +141,33 @@ class KVCache:
         self.tokens = [self.tokens[p] for p in pos]
         if self.kv.get_seq_length() != len(self.tokens):
             raise RuntimeError("keep left layers and ids of different lengths")
+
+    @torch.inference_mode()
+    def keep_path(self, start: int, positions: Sequence[int], *, backend: str = "auto") -> None:
+        """Keep positions ``[0, start)`` and then ``positions`` (strictly increasing, each >=
+        ``start``), the latter moved to ``start, start + 1, ...`` — ``keep`` for a verified draft,
+        in O(kept nodes) instead of O(cache): the accepted nodes' keys/values are gathered
+        (``codedec.kernels.tree_verify.gather_positions``) and written in place right after the
+        context, then the rest is cropped.
+        """
+        from codedec.kernels.tree_verify import gather_positions
+
+        pos = [int(p) for p in positions]
+        if not 0 <= start <= len(self) or any(b <= a for a, b in zip(pos, pos[1:], strict=False)) \
+                or (pos and not start <= pos[0] <= pos[-1] < len(self)):
+            raise ValueError(f"keep_path({start}, {pos[:8]}...) needs increasing positions in [{start}, {len(self)})")
+        same = 0
+        while same < len(pos) and pos[same] == start + same:
+            same += 1
+        if same < len(pos):
+            index = torch.tensor(pos[same:], dtype=torch.long)
+            lo, hi = start + same, start + len(pos)
+            for layer in self.kv.layers:
+                idx = index.to(layer.keys.device)
+                layer.keys[:, :, lo:hi] = gather_positions(layer.keys, idx, backend=backend)
+                layer.values[:, :, lo:hi] = gather_positions(layer.values, idx, backend=backend)
+            self.tokens[lo:hi] = [self.tokens[p] for p in pos[same:]]
+        self.crop(start + len(pos))
 
     def segment(self, start: int, end: int) -> Segment:
         """Views of positions ``[start, end)`` of every layer (stay valid after ``crop``)."""

@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="seed for sampling")
     p.add_argument("--strategy", default="plain",
                    help="decoding strategy (plain: one token per forward; adadec: lookahead rerank where the "
-                        "model is unsure)")
+                        "model is unsure; suffix: lossless speculation from text already seen)")
     p.add_argument("--max-prompt-tokens", type=int, default=None, help="prompt budget in tokens (default: the preset's)")
     p.add_argument("--max-time-ms", type=float, default=None, help="wall-clock budget for the completion")
     p.add_argument("--uncertainty-cut", type=float, default=None, metavar="NATS",

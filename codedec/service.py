@@ -311,6 +311,9 @@ class CompletionService:
         self._fixed_threads = threads
         self._closed = False
         self._reported_docs: set[str] = set()  # documents whose replaced surrogates were logged
+        self._previous: OrderedDict[str, Any] = OrderedDict()  # doc -> speculate.references.Previous
+        self._spec_store: Any = None  # speculate.suffix_tree.GlobalStore, made on first use
+        self._governor: Any = None  # speculate.verify.Governor, shared by the requests
         self._thread = threading.Thread(target=self._run, name="codedec-engine", daemon=True)
         self._thread.start()
 
@@ -341,6 +344,8 @@ class CompletionService:
     def forget_document(self, doc: str) -> None:
         """Cancel its request and drop its KV cache (the document was closed)."""
         self.cancel_document(doc)
+        with self._lock:
+            self._previous.pop(doc, None)
         if self.engine is not None:
             self.engine.drop_session(doc)
 
@@ -482,6 +487,38 @@ class CompletionService:
                 return text[:keep]
         return text
 
+    def _attach_speculation(self, strategy: Any, request: CompletionRequest, prepared: Any) -> None:
+        """Give a speculative strategy the service's global index of earlier completions, its
+        governor and the request's references: the text after the cursor (unless the prompt
+        holds it), and after an edit the document's previous completion and the replaced text
+        (``codedec.speculate.references``)."""
+        from codedec.speculate.references import reference_ids
+        from codedec.speculate.suffix_tree import GlobalStore
+        from codedec.speculate.verify import Governor
+
+        if self._spec_store is None:
+            self._spec_store, self._governor = GlobalStore(), Governor()
+        with self._lock:
+            previous = self._previous.get(request.doc)
+        refs = reference_ids(self.engine.tokenizer, request.prefix, request.suffix, previous,
+                             with_suffix=prepared.prompt_mode == "prefix")
+        strategy.attach(store=self._spec_store, governor=self._governor, references=refs)
+
+    def _remember(self, request: CompletionRequest, tokens: list[int], finish: str | None) -> None:
+        """Keep a finished completion for speculation: the document's previous completion, and
+        in the global index of earlier completions (once speculation is in use)."""
+        from codedec.speculate.references import Previous
+
+        if finish == "cancelled" or not tokens:
+            return
+        with self._lock:
+            self._previous[request.doc] = Previous(request.prefix, request.suffix, tuple(tokens))
+            self._previous.move_to_end(request.doc)
+            while len(self._previous) > 4 * self._max_cached:
+                self._previous.popitem(last=False)
+        if self._spec_store is not None:
+            self._spec_store.add(tokens)
+
     def _generate(self, request: CompletionRequest, queue_ms: float,
                   budget_ms: float | None) -> CompletionResult | None:
         from codedec.postprocess import finalize
@@ -498,6 +535,8 @@ class CompletionService:
             max_prompt_tokens=request.max_prompt_tokens, path=request.path,
         )
         strategy = make_strategy(request.strategy, getattr(getattr(engine, "loaded", None), "source", None))
+        if hasattr(strategy, "attach"):  # speculation: the shared index and governor, the request's references
+            self._attach_speculation(strategy, request, prepared)
         threads = self._set_threads()
         prompt_ms = (time.perf_counter() - t0) * 1000.0
         text = ""
@@ -555,6 +594,7 @@ class CompletionService:
         if request.replaced:
             stats["replaced_chars"] = request.replaced
             log_replaced(request.doc, request.replaced, self._reported_docs)
+        self._remember(request, tokens, last.finish_reason)
         shown = self._uncertainty_rules(request, prepared, tokens, uncertainty, text, stats)
         stats = {k: round(v, 3) if isinstance(v, float) else v for k, v in stats.items()}
         final = shown

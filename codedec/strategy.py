@@ -10,6 +10,9 @@ budget between steps. Strategies that propose several tokens per step (speculati
 - ``adadec`` (``codedec.adadec.AdaDecStrategy``): plain steps, except where the processed
   distribution's entropy is high: there the top candidates are rolled a few tokens ahead and the
   most likely continuation's first token is committed.
+- ``suffix`` (``codedec.speculate.verify.SuffixStrategy``): lossless speculation — drafts from
+  suffix indexes over the prompt, the text around the cursor and earlier completions, verified in
+  one tree forward; greedy output is plain greedy's.
 
 What it is not: the request loop (``codedec.engine``) or the state's life cycle.
 """
@@ -57,7 +60,13 @@ def _plain(source: str | None = None) -> Strategy:
     return PlainStrategy()
 
 
-STRATEGIES = {"plain": _plain, "adadec": _adadec}
+def _suffix(source: str | None = None) -> Strategy:
+    from codedec.speculate.verify import SuffixStrategy
+
+    return SuffixStrategy()
+
+
+STRATEGIES = {"plain": _plain, "adadec": _adadec, "suffix": _suffix}
 
 
 def make_strategy(name: str, source: str | None = None) -> Strategy:

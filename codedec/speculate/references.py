@@ -1,0 +1,61 @@
+"""What a request's suffix index reads besides its prompt: the text after the cursor, and after an
+edit the previous completion and the text the edit replaced ("use the old code as the draft").
+
+What it is: pure functions from the request's text (and the previous request of the same
+document, ``Previous``) to reference texts and token ids for ``suffix_tree.Drafter``. The service
+keeps one ``Previous`` per document.
+
+What it is not: the index or the service's bookkeeping.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from codedec.cache import common_prefix_len
+
+SUFFIX_CHARS = 4096  # text after the cursor read into the index (about 1000 tokens of code)
+AROUND_CHARS = 512  # text kept on each side of an edited region
+
+
+@dataclass(frozen=True)
+class Previous:
+    """The last completion of a document: the text around its cursor and the ids it generated."""
+
+    prefix: str
+    suffix: str
+    completion_ids: tuple[int, ...]
+
+
+def edit_span(old: str, new: str) -> tuple[int, int, int]:
+    """``(start, old_end, new_end)``: ``old[start:old_end]`` became ``new[start:new_end]`` (the
+    longest common prefix and suffix removed; an unchanged text gives an empty span)."""
+    start = common_prefix_len(old, new)
+    tail = 0
+    limit = min(len(old), len(new)) - start
+    while tail < limit and old[len(old) - 1 - tail] == new[len(new) - 1 - tail]:
+        tail += 1
+    return start, len(old) - tail, len(new) - tail
+
+
+def reference_texts(prefix: str, suffix: str, previous: Previous | None, with_suffix: bool = True) -> list[str]:
+    """Texts worth drafting from: the start of ``suffix`` (when the prompt does not hold it
+    already: ``with_suffix``) and, when the document changed since ``previous``, the old text
+    around the replaced region (what the user is rewriting often comes back)."""
+    texts = [suffix[:SUFFIX_CHARS]] if with_suffix and suffix else []
+    if previous is not None:
+        old, new = previous.prefix + previous.suffix, prefix + suffix
+        start, old_end, _new_end = edit_span(old, new)
+        if old_end > start:  # something was removed or replaced
+            texts.append(old[max(0, start - AROUND_CHARS) : old_end + AROUND_CHARS])
+    return [t for t in texts if t]
+
+
+def reference_ids(tokenizer, prefix: str, suffix: str, previous: Previous | None,
+                  with_suffix: bool = True) -> list[list[int]]:
+    """``reference_texts`` tokenized, then the previous completion's ids (the strongest draft
+    after an edit elsewhere: the model tends to write it again)."""
+    out = [tokenizer.encode(t, add_special_tokens=False) for t in reference_texts(prefix, suffix, previous, with_suffix)]
+    if previous is not None and previous.completion_ids:
+        out.append(list(previous.completion_ids))
+    return [ids for ids in out if ids]
