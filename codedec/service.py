@@ -504,20 +504,23 @@ class CompletionService:
                              with_suffix=prepared.prompt_mode == "prefix")
         strategy.attach(store=self._spec_store, governor=self._governor, references=refs)
 
-    def _remember(self, request: CompletionRequest, tokens: list[int], finish: str | None) -> None:
-        """Keep a finished completion for speculation: the document's previous completion, and
-        in the global index of earlier completions (once speculation is in use)."""
-        from codedec.speculate.references import Previous
+    def _remember(self, request: CompletionRequest, prompt_ids: Sequence[int], tokens: list[int],
+                  finish: str | None) -> None:
+        """Keep a finished completion for speculation, after the tail of its prompt: the
+        document's previous completion, and in the global index of earlier completions (once
+        speculation is in use)."""
+        from codedec.speculate.references import CONTEXT_IDS, Previous
 
         if finish == "cancelled" or not tokens:
             return
+        context = tuple(prompt_ids[-CONTEXT_IDS:])
         with self._lock:
-            self._previous[request.doc] = Previous(request.prefix, request.suffix, tuple(tokens))
+            self._previous[request.doc] = Previous(request.prefix, request.suffix, tuple(tokens), context)
             self._previous.move_to_end(request.doc)
             while len(self._previous) > 4 * self._max_cached:
                 self._previous.popitem(last=False)
         if self._spec_store is not None:
-            self._spec_store.add(tokens)
+            self._spec_store.add(context + tuple(tokens))
 
     def _generate(self, request: CompletionRequest, queue_ms: float,
                   budget_ms: float | None) -> CompletionResult | None:
@@ -594,7 +597,7 @@ class CompletionService:
         if request.replaced:
             stats["replaced_chars"] = request.replaced
             log_replaced(request.doc, request.replaced, self._reported_docs)
-        self._remember(request, tokens, last.finish_reason)
+        self._remember(request, prepared.prompt_ids, tokens, last.finish_reason)
         shown = self._uncertainty_rules(request, prepared, tokens, uncertainty, text, stats)
         stats = {k: round(v, 3) if isinstance(v, float) else v for k, v in stats.items()}
         final = shown

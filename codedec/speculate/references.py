@@ -18,13 +18,19 @@ SUFFIX_CHARS = 4096  # text after the cursor read into the index (about 1000 tok
 AROUND_CHARS = 512  # text kept on each side of an edited region
 
 
+CONTEXT_IDS = 32  # prompt ids kept before a remembered completion (a draft can match from step 0)
+
+
 @dataclass(frozen=True)
 class Previous:
-    """The last completion of a document: the text around its cursor and the ids it generated."""
+    """The last completion of a document: the text around its cursor, the ids it generated and
+    the last ``CONTEXT_IDS`` prompt ids before them (so the next request's prompt tail, usually
+    the same after an edit elsewhere, matches right before the completion)."""
 
     prefix: str
     suffix: str
     completion_ids: tuple[int, ...]
+    context_ids: tuple[int, ...] = ()
 
 
 def edit_span(old: str, new: str) -> tuple[int, int, int]:
@@ -53,9 +59,9 @@ def reference_texts(prefix: str, suffix: str, previous: Previous | None, with_su
 
 def reference_ids(tokenizer, prefix: str, suffix: str, previous: Previous | None,
                   with_suffix: bool = True) -> list[list[int]]:
-    """``reference_texts`` tokenized, then the previous completion's ids (the strongest draft
-    after an edit elsewhere: the model tends to write it again)."""
+    """``reference_texts`` tokenized, then the previous completion's ids after its prompt's tail
+    (the strongest draft after an edit elsewhere: the model tends to write it again)."""
     out = [tokenizer.encode(t, add_special_tokens=False) for t in reference_texts(prefix, suffix, previous, with_suffix)]
     if previous is not None and previous.completion_ids:
-        out.append(list(previous.completion_ids))
+        out.append(list(previous.context_ids) + list(previous.completion_ids))
     return [ids for ids in out if ids]

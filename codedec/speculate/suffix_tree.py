@@ -58,7 +58,7 @@ class DraftConfig:
 
     max_depth: int = 32
     alpha: float = 2.0
-    max_tokens: int = 16
+    max_tokens: int = 32
     min_prob: float = 0.1
     max_occurrences: int = 64
     tree: bool = True

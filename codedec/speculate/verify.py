@@ -50,19 +50,33 @@ from codedec.state import DecodeState
 from codedec.uncertainty import token_uncertainty
 
 PRIOR_PER_TOKEN = 0.25  # a forward's extra cost per fed token (x one token's) before any is measured
+PRIOR_ACCEPT = 0.85  # before any draft of a kind was verified: each next draft token accepted this often
+PRIOR_WEIGHT = 2.0  # ... with the weight of this many drafts
+EXPLORE_EVERY = 8  # every 8th speculative step verifies twice the chosen size (if the draft has it)
 
 
 class Governor:
-    """Learned economics of speculation (module docstring). ``cost(n)``: ms of a step that feeds
-    n tokens (an EWMA per size, interpolated between measured sizes); ``calibration``: accepted / predicted draft tokens (decayed sums with one
-    pseudo-token each, so it starts at 1 and a few bad drafts do not silence it for ever)."""
+    """Learned economics of speculation (module docstring).
+
+    ``cost(n)``: ms of a step that feeds n tokens (an EWMA per size, interpolated between
+    measured sizes, extrapolated with ``prior`` beyond them). ``calibration(match, d)``:
+    accepted / predicted draft tokens at depth d for drafts from a match of that length (in
+    buckets 1–2, 3–5, 6–11, 12–23, 24+; decayed sums plus a prior of ``PRIOR_WEIGHT`` drafts
+    accepted with probability ``PRIOR_ACCEPT`` per token — ``PRIOR_ACCEPT ** (d + 1)`` at depth
+    d — so the first drafts are moderate and a few bad ones do not silence a bucket for ever): the empirical probabilities of a suffix
+    match overrate deep nodes (one earlier occurrence says 1.0 all the way down) and short
+    matches, by how much depends on the workload.
+    """
+
+    MATCH_BUCKETS = (3, 6, 12, 24)  # bucket b holds match lengths below MATCH_BUCKETS[b]
 
     def __init__(self, prior: float = PRIOR_PER_TOKEN, decay: float = 0.9) -> None:
         self.prior = prior
         self.decay = decay
         self._ms: dict[int, float] = {}
-        self._pred = 0.0
-        self._got = 0.0
+        self._chosen = 0
+        self._pred: dict[int, list[float]] = {}  # match bucket -> per depth
+        self._got: dict[int, list[float]] = {}
 
     def cost(self, n: int) -> float:
         """Expected ms of a step feeding ``n`` tokens: measured, else interpolated between the
@@ -83,24 +97,45 @@ class Governor:
         old = self._ms.get(n)
         self._ms[n] = ms if old is None else 0.7 * old + 0.3 * ms
 
-    def record_draft(self, predicted: float, accepted: int) -> None:
-        self._pred = self.decay * self._pred + predicted
-        self._got = self.decay * self._got + accepted
+    @classmethod
+    def _bucket(cls, match: int) -> int:
+        return sum(match >= edge for edge in cls.MATCH_BUCKETS)
 
-    @property
-    def calibration(self) -> float:
-        return (self._got + 1.0) / (self._pred + 1.0)
+    def record_draft(self, predicted: Sequence[float], accepted: int, match: int = 0) -> None:
+        """``predicted[d]``: the summed probabilities of the verified nodes at depth d;
+        ``accepted``: how many draft tokens were accepted (depths 0 .. accepted - 1); ``match``:
+        the context length the draft matched."""
+        pred = self._pred.setdefault(self._bucket(match), [])
+        got = self._got.setdefault(self._bucket(match), [])
+        while len(pred) < len(predicted):
+            pred.append(0.0)
+            got.append(0.0)
+        for d, p in enumerate(predicted):
+            pred[d] = self.decay * pred[d] + p
+            got[d] = self.decay * got[d] + (1.0 if d < accepted else 0.0)
 
-    def choose(self, probs: Sequence[float], limit: int) -> int:
-        """How many of the draft's nodes (most probable first, ``probs``) to verify: the k <=
-        ``limit`` that maximises (1 + calibration * sum(probs[:k])) / cost(1 + k); 0 = plain."""
+    def calibration(self, depth: int, match: int = 0) -> float:
+        pred, got = self._pred.get(self._bucket(match), []), self._got.get(self._bucket(match), [])
+        d = min(depth, len(pred) - 1)
+        seen_pred, seen_got = (pred[d], got[d]) if d >= 0 else (0.0, 0.0)
+        return (seen_got + PRIOR_WEIGHT * PRIOR_ACCEPT ** (depth + 1)) / (seen_pred + PRIOR_WEIGHT)
+
+    def choose(self, probs: Sequence[float], depths: Sequence[int], limit: int, match: int = 0) -> int:
+        """How many of the draft's nodes (most probable first: ``probs``, at ``depths``) to
+        verify: the k <= ``limit`` that maximises (1 + sum of calibrated probs[:k]) /
+        cost(1 + k); 0 = a plain step. Every ``EXPLORE_EVERY``-th nonzero choice is doubled
+        (within ``limit``): sizes never verified would otherwise keep their prior cost."""
         best_k, best = 0, 1.0 / self.cost(1)
-        gain, cal = 0.0, self.calibration
-        for k, p in enumerate(probs[:limit], 1):
-            gain += p
-            rate = (1.0 + cal * gain) / self.cost(1 + k)
+        gain = 0.0
+        for k, (p, d) in enumerate(zip(probs[:limit], depths[:limit], strict=False), 1):
+            gain += min(1.0, self.calibration(d, match)) * p
+            rate = (1.0 + gain) / self.cost(1 + k)
             if rate > best:
                 best_k, best = k, rate
+        if best_k:
+            self._chosen += 1
+            if self._chosen % EXPLORE_EVERY == 0 and limit > best_k:  # measure a bigger size now and then:
+                best_k = min(limit, 2 * best_k)  # its cost and deeper acceptance are otherwise never learned
         return best_k
 
 
@@ -167,28 +202,32 @@ class SuffixStrategy:
         self.stats["tokens"] += len(state.ids) - before
 
     def _fit(self, draft: Draft, state: DecodeState) -> Draft:
-        """The draft cut to nodes that can still be used (depth below the tokens left) and to the
-        size the governor finds worth verifying."""
+        """The draft cut to nodes that can still be used — depth below the tokens left, and in
+        single-line mode nothing after a newline (the line ends there) — and to the size the
+        governor finds worth verifying. An unusable node's descendants are unusable too, so the
+        kept nodes still form a tree."""
         if len(draft) == 0:
             return draft
         left = state.params.max_new_tokens - len(state.ids) - 1  # the bonus token takes one
+        table = state.detok.vocab.token_bytes if state.params.single_line else None
         depth: list[int] = []
-        for p in draft.parents:
+        ended: list[bool] = []  # a newline on the path, this node included
+        usable: list[int] = []
+        for i, (p, tok) in enumerate(zip(draft.parents, draft.tokens, strict=True)):
             depth.append(0 if p < 0 else depth[p] + 1)
-        limit = len(draft)
-        for i, d in enumerate(depth):
-            if d >= left:
-                limit = i  # nodes are most probable first; deeper ones are cut from here on
-                break
-        k = self.governor.choose(draft.probs, limit) if self.config.adaptive else limit
+            newline = table is not None and 0 <= tok < len(table) and b"\n" in table[tok]
+            ended.append(newline or (p >= 0 and ended[p]))
+            if depth[i] < left and not (p >= 0 and ended[p]):
+                usable.append(i)
+        limit = len(usable)
+        probs = [draft.probs[i] for i in usable]
+        depths = [depth[i] for i in usable]
+        k = self.governor.choose(probs, depths, limit, draft.match) if self.config.adaptive else limit
         if k == 0:
             return Draft(match=draft.match, source=draft.source)
-        keep = [i for i in range(len(draft)) if depth[i] < left][:k]
-        if keep != list(range(len(keep))):  # a deeper node was skipped: renumber the parents
-            new = {old: j for j, old in enumerate(keep)}
-            parents = tuple(new[draft.parents[i]] if draft.parents[i] >= 0 else -1 for i in keep)
-        else:
-            parents = draft.parents[: len(keep)]
+        keep = usable[:k]
+        new = {old: j for j, old in enumerate(keep)}
+        parents = tuple(new[draft.parents[i]] if draft.parents[i] >= 0 else -1 for i in keep)
         return Draft(tuple(draft.tokens[i] for i in keep), parents, tuple(draft.probs[i] for i in keep),
                      draft.match, draft.source)
 
@@ -214,13 +253,21 @@ class SuffixStrategy:
             start = len(cache) + 1
             logits = tree_forward(state.model, cache, [bonus] + tokens, [-1] + [p + 1 for p in parents])
             fed = len(tokens) + 1
+        node_depth: list[int] = []
         rows = state.chain(logits, tokens, parents)  # [1 + n, V]: processors at every node's path
         path, last, bonus_tok = verify_rows(rows, tokens, parents, state.params, state.rng, self.config.backend)
         cache.keep_path(start, [start + i for i in path], backend=self.config.backend)
         out = [tokens[i] for i in path] + [bonus_tok]
         rows_of = [parents[i] + 1 for i in path] + [last + 1]
         unc = [token_uncertainty(rows[r], t) for r, t in zip(rows_of, out, strict=True)]
-        self.governor.record_draft(draft.score, len(path))
+        by_depth: list[float] = []
+        for i, p in enumerate(parents):
+            d = 0 if p < 0 else node_depth[p] + 1
+            node_depth.append(d)
+            while len(by_depth) <= d:
+                by_depth.append(0.0)
+            by_depth[d] += draft.probs[i]
+        self.governor.record_draft(by_depth, len(path), draft.match)
         self.stats["spec_steps"] += 1
         self.stats["draft_nodes"] += len(tokens)
         self.stats["accepted"] += len(path)

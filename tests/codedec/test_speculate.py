@@ -120,12 +120,15 @@ def test_governor_sizes_drafts_by_measured_cost():
     gov = Governor()
     gov.record_step(1, 100.0)
     for n in (2, 4, 8, 16):
-        gov.record_step(n, 100.0 + 40.0 * (n - 1))  # 40 % per extra token
-    assert gov.choose([0.1, 0.1, 0.1], 3) == 0  # an unlikely draft is not worth its cost
-    assert gov.choose([1.0, 1.0, 1.0, 1.0], 4) == 4
+        gov.record_step(n, 100.0 + 20.0 * (n - 1))  # 20 % per extra token
+    chain = [0, 1, 2, 3]
+    assert gov.choose([0.1, 0.1, 0.1], chain, 3) == 0  # an unlikely draft is not worth its cost
+    assert gov.choose([1.0, 1.0, 1.0, 1.0], chain, 4) == 4
     for _ in range(30):
-        gov.record_draft(4.0, 0)  # drafts that were never accepted
-    assert gov.calibration < 0.1 and gov.choose([1.0, 1.0, 1.0, 1.0], 4) == 0
+        gov.record_draft([1.0, 1.0, 1.0, 1.0], 1, match=2)  # only the first token is ever accepted
+    assert gov.calibration(0, 2) > 0.9 and gov.calibration(1, 2) < 0.15 and gov.calibration(9, 1) < 0.15
+    assert gov.choose([1.0, 1.0, 1.0, 1.0], chain, 4, match=2) == 1  # worth one node, not four
+    assert gov.choose([1.0, 1.0, 1.0, 1.0], chain, 4, match=30) == 4  # long matches learned apart
 
 
 # ------------------------------------------------------------------------- greedy exactness
@@ -289,8 +292,8 @@ def test_service_drafts_from_the_previous_completion_after_an_edit(tiny):
         assert st["accepted"] > 0 and spec.stats["forwards"] < len(spec.token_ids)
     finally:
         service.close()
-    ids = reference_ids(tiny.tokenizer, "a", "b = 2\n", Previous("a", "c", (9, 9)))
-    assert ids[-1] == [9, 9] and len(ids) == 3
+    ids = reference_ids(tiny.tokenizer, "a", "b = 2\n", Previous("a", "c", (9, 9), (4, 5)))
+    assert ids[-1] == [4, 5, 9, 9] and len(ids) == 3
 
 
 def test_suffix_is_a_strategy_everywhere():
