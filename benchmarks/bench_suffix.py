@@ -20,7 +20,11 @@ Workloads:
     (``codedec_eval.build_repobench``), single-line, cross-file context;
 (d) ``typing``: a replayed typing session — a function body of a real file typed word by word,
     a request after every word, as an editor sends them (single-line mid-line, multi-line at a
-    line start), every request measured.
+    line start), every request measured;
+    ``server``: the same session against two running language servers (``python -m lsp_server``
+    over stdio, ``strategy`` plain vs suffix in the initialization options, the model's default
+    dtype), didChange per word then an inline completion, as an editor; the latency is the
+    client's, from request to answer; answers from the typed-ahead result cache count alike.
 
 Per request: generated tokens, model forwards, the generation's time after the prompt's prefill
 (decode ms), the whole request's time, and the suffix strategy's stats (acceptance histogram,
@@ -56,7 +60,7 @@ from codedec.loading import load_model
 from codedec.service import CompletionRequest, CompletionService
 
 CONDITIONS = ("plain", "suffix")
-WORKLOADS = ("humaneval", "edit", "repobench", "typing")
+WORKLOADS = ("humaneval", "edit", "repobench", "typing", "server")
 
 
 # ------------------------------------------------------------------------------- workloads
@@ -137,7 +141,7 @@ def typing_session(package: str, seed: int, max_requests: int) -> list[dict]:
         for k in stops:
             prefix = text[:start] + body[:k]
             cur_line = prefix.rsplit("\n", 1)[-1]
-            reqs.append({"id": f"{path.name}@{k}", "path": str(path), "prefix": prefix,
+            reqs.append({"id": f"{path.name}@{k}", "path": str(path), "prefix": prefix, "start": start,
                          "suffix": suffix, "single_line": bool(cur_line.strip())})
             if len(reqs) >= max_requests:
                 break
@@ -195,6 +199,58 @@ def run_workload(name: str, items: list[dict], services: dict, args, out) -> Non
               f"{'' if same else '  DIFFERENT'}", flush=True)
 
 
+async def server_session(model: str, items: list[dict], max_tokens: int, out) -> None:
+    """(d) against the real servers: open the file with the typed region removed, then per word a
+    didChange and an inline completion, alternating which server goes first."""
+    import tempfile
+
+    from bench_server import Client
+
+    first = items[0]
+    text = Path(first["path"]).read_text(encoding="utf-8")
+    start = first["start"]
+    doc = text[:start] + first["suffix"]  # the function's body removed: the user types it
+    with tempfile.TemporaryDirectory(prefix="codedec-bench-suffix-") as d:
+        clients = {c: Client(model, Path(d) / f"{c}.jsonl", maxTokens=max_tokens, strategy=c, lineMode="auto")
+                   for c in CONDITIONS}
+        for c in clients.values():
+            await c.start()
+        uri = Path(first["path"]).resolve().as_uri()
+        try:
+            for c in clients.values():
+                c.open(uri, doc)
+                line0 = doc[:start].count("\n")
+                await c.inline(uri, line0, len(doc[:start].rsplit("\n", 1)[-1]), "warmup")
+            done = start
+            for i, item in enumerate(items):
+                piece = item["prefix"][done:]
+                before = item["prefix"][:done]
+                line, col = before.count("\n"), len(before.rsplit("\n", 1)[-1])
+                after = item["prefix"]
+                line2, col2 = after.count("\n"), len(after.rsplit("\n", 1)[-1])
+                done = len(item["prefix"])
+                order = list(CONDITIONS) if i % 2 == 0 else list(reversed(CONDITIONS))
+                lat = {}
+                for cond in order:
+                    clients[cond].insert(uri, line, col, piece)
+                    t, _items = await clients[cond].inline(uri, line2, col2, f"s{i}")
+                    lat[cond] = (time.perf_counter() - t) * 1000.0
+                print(f"  server {i + 1}/{len(items)} latency {lat['plain']:.0f}/{lat['suffix']:.0f} ms", flush=True)
+                for cond in CONDITIONS:
+                    out.write(json.dumps({"workload": "server", "item": item["id"], "i": i, "condition": cond,
+                                          "client_ms": lat[cond]}) + "\n")
+        finally:
+            for c in clients.values():
+                await c.stop()
+        events = {c: clients[c].events() for c in CONDITIONS}
+    for i, item in enumerate(items):
+        for cond in CONDITIONS:
+            e = events[cond].get(f"s{i}", {})
+            out.write(json.dumps({"workload": "server-events", "item": item["id"], "i": i, "condition": cond,
+                                  **{k: e.get(k) for k in ("source", "new_tokens", "forwards", "total_ms", "latency_ms",
+                                                           "strategy_stats", "chars")}}) + "\n")
+
+
 # ------------------------------------------------------------------------------- summary
 
 def pct(xs: list[float], q: float) -> float:
@@ -212,10 +268,32 @@ def summarize(rows: list[dict]) -> list[str]:
         pairs = [v for (wl, _), v in sorted(by.items()) if wl == w and set(v) == set(CONDITIONS)]
         if not pairs:
             continue
+        if w == "server":
+            lat = [v["plain"]["client_ms"] / v["suffix"]["client_ms"] for v in pairs
+                   if v["plain"]["client_ms"] > 0 and v["suffix"]["client_ms"] > 0]
+            ev = {}
+            for r in rows:
+                if r["workload"] == "server-events":
+                    ev.setdefault(r["i"], {})[r["condition"]] = r
+            same = sum(1 for e in ev.values() if (e.get("plain") or {}).get("chars") == (e.get("suffix") or {}).get("chars"))
+            tok = fw = 0
+            hist = {}
+            for e in ev.values():
+                st = (e.get("suffix") or {}).get("strategy_stats") or {}
+                tok += st.get("tokens", 0)
+                fw += st.get("forwards", 0)
+                for k, c in (st.get("accept_hist") or {}).items():
+                    hist[str(k)] = hist.get(str(k), 0) + c
+            h = " ".join(f"{k}:{hist[k]}" for k in sorted(hist, key=int))
+            n_model = sum(1 for e in ev.values() if (e.get("plain") or {}).get("source") == "model")
+            lines.append(f"{w:10s} {len(pairs):2d} {same:3d}/{len(pairs):<3d} {tok / max(1, fw):5.2f}   "
+                         f"   (client latency ratio)              {statistics.median(lat):5.2f} [{pct(lat, .1):.2f}.."
+                         f"{pct(lat, .9):.2f}]  ({n_model} answered by the model)  {h}")
+            continue
         dec, req, draft_share = [], [], []
         hist: dict[str, int] = {}
         tok = fw = 0
-        same = sum(1 for v in pairs if v["suffix"]["same"])
+        same = sum(1 for v in pairs if v["suffix"].get("same"))
         for v in pairs:
             p, s = v["plain"], v["suffix"]
             pd, sd = p["total_ms"] - p["prefill_ms"], s["total_ms"] - s["prefill_ms"]
@@ -282,9 +360,15 @@ def main() -> None:
             if "repobench" in wanted:
                 run_workload("repobench", repobench_records(args.package, args.n_repobench, args.seed), services,
                              args, out)
+            session = [dict(r, doc="session") for r in typing_session(args.package, args.seed, args.n_typing)]
             if "typing" in wanted:
-                items = [dict(r, doc="session") for r in typing_session(args.package, args.seed, args.n_typing)]
-                run_workload("typing", items, services, args, out)
+                run_workload("typing", session, services, args, out)
+            if "server" in wanted:
+                for svc in services.values():
+                    svc.close()
+                import asyncio
+
+                asyncio.run(server_session(args.model, session, args.max_tokens, out))
     finally:
         for svc in services.values():
             svc.close()

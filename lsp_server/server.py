@@ -380,7 +380,12 @@ class CodedecServer(LanguageServer):
             queue_ms=result.stats.get("queue_ms"),
             reused_tokens=result.stats.get("reused_tokens"),
             prompt_tokens=result.stats.get("prompt_tokens"),
+            new_tokens=result.stats.get("new_tokens"),
+            forwards=result.stats.get("forwards"),
+            total_ms=result.stats.get("total_ms"),
+            strategy=result.stats.get("strategy"),
             finish_reason=result.finish_reason,
+            **({"strategy_stats": result.stats["strategy_stats"]} if result.stats.get("strategy_stats") else {}),
             **({"constraints": result.stats["constraints"]} if result.stats.get("constraints") else {}),
             **_uncertainty_fields(result.stats),
         )

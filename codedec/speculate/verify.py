@@ -50,7 +50,8 @@ from codedec.state import DecodeState
 from codedec.uncertainty import token_uncertainty
 
 PRIOR_PER_TOKEN = 0.25  # a forward's extra cost per fed token (x one token's) before any is measured
-PRIOR_ACCEPT = 0.85  # before any draft of a kind was verified: each next draft token accepted this often
+PRIOR_ACCEPT = (0.5, 0.7, 0.8, 0.85, 0.9)  # per match bucket, before any such draft was verified:
+# each next draft token accepted this often (a one-token match predicts far worse than a long one)
 PRIOR_WEIGHT = 2.0  # ... with the weight of this many drafts
 EXPLORE_EVERY = 8  # every 8th speculative step verifies twice the chosen size (if the draft has it)
 
@@ -62,7 +63,7 @@ class Governor:
     measured sizes, extrapolated with ``prior`` beyond them). ``calibration(match, d)``:
     accepted / predicted draft tokens at depth d for drafts from a match of that length (in
     buckets 1–2, 3–5, 6–11, 12–23, 24+; decayed sums plus a prior of ``PRIOR_WEIGHT`` drafts
-    accepted with probability ``PRIOR_ACCEPT`` per token — ``PRIOR_ACCEPT ** (d + 1)`` at depth
+    accepted with the bucket's ``PRIOR_ACCEPT`` probability q per token — q ** (d + 1) at depth
     d — so the first drafts are moderate and a few bad ones do not silence a bucket for ever): the empirical probabilities of a suffix
     match overrate deep nodes (one earlier occurrence says 1.0 all the way down) and short
     matches, by how much depends on the workload.
@@ -118,18 +119,22 @@ class Governor:
         pred, got = self._pred.get(self._bucket(match), []), self._got.get(self._bucket(match), [])
         d = min(depth, len(pred) - 1)
         seen_pred, seen_got = (pred[d], got[d]) if d >= 0 else (0.0, 0.0)
-        return (seen_got + PRIOR_WEIGHT * PRIOR_ACCEPT ** (depth + 1)) / (seen_pred + PRIOR_WEIGHT)
+        q = PRIOR_ACCEPT[self._bucket(match)]
+        return (seen_got + PRIOR_WEIGHT * q ** (depth + 1)) / (seen_pred + PRIOR_WEIGHT)
 
-    def choose(self, probs: Sequence[float], depths: Sequence[int], limit: int, match: int = 0) -> int:
+    def choose(self, probs: Sequence[float], depths: Sequence[int], limit: int, match: int = 0,
+               root_known: bool = False) -> int:
         """How many of the draft's nodes (most probable first: ``probs``, at ``depths``) to
         verify: the k <= ``limit`` that maximises (1 + sum of calibrated probs[:k]) /
-        cost(1 + k); 0 = a plain step. Every ``EXPLORE_EVERY``-th nonzero choice is doubled
+        cost(1 + k); 0 = a plain step. ``root_known``: the next token's logits are known (right
+        after the prefill), so a plain step costs no forward now: the draft must pay for itself,
+        gain / cost(k) against 1 / cost(1). Every ``EXPLORE_EVERY``-th nonzero choice is doubled
         (within ``limit``): sizes never verified would otherwise keep their prior cost."""
         best_k, best = 0, 1.0 / self.cost(1)
         gain = 0.0
         for k, (p, d) in enumerate(zip(probs[:limit], depths[:limit], strict=False), 1):
             gain += min(1.0, self.calibration(d, match)) * p
-            rate = (1.0 + gain) / self.cost(1 + k)
+            rate = gain / self.cost(k) if root_known else (1.0 + gain) / self.cost(1 + k)
             if rate > best:
                 best_k, best = k, rate
         if best_k:
@@ -222,7 +227,8 @@ class SuffixStrategy:
         limit = len(usable)
         probs = [draft.probs[i] for i in usable]
         depths = [depth[i] for i in usable]
-        k = self.governor.choose(probs, depths, limit, draft.match) if self.config.adaptive else limit
+        k = self.governor.choose(probs, depths, limit, draft.match, state.logits is not None) \
+            if self.config.adaptive else limit
         if k == 0:
             return Draft(match=draft.match, source=draft.source)
         keep = usable[:k]

@@ -122,8 +122,11 @@ def test_governor_sizes_drafts_by_measured_cost():
     for n in (2, 4, 8, 16):
         gov.record_step(n, 100.0 + 20.0 * (n - 1))  # 20 % per extra token
     chain = [0, 1, 2, 3]
-    assert gov.choose([0.1, 0.1, 0.1], chain, 3) == 0  # an unlikely draft is not worth its cost
-    assert gov.choose([1.0, 1.0, 1.0, 1.0], chain, 4) == 4
+    assert gov.choose([0.1, 0.1, 0.1], chain, 3, match=30) == 0  # an unlikely draft is not worth its cost
+    assert gov.choose([1.0, 1.0, 1.0, 1.0], chain, 4, match=30) == 4  # a sure one from a long match is
+    assert gov.choose([1.0, 1.0, 1.0, 1.0], chain, 4, match=1) < 4  # a one-token match is trusted less
+    assert gov.choose([1.0, 1.0], chain, 2, match=30, root_known=True) == 2  # right after the prefill
+    assert gov.choose([0.5], chain, 1, match=30, root_known=True) == 0  # the plain token costs nothing yet
     for _ in range(30):
         gov.record_draft([1.0, 1.0, 1.0, 1.0], 1, match=2)  # only the first token is ever accepted
     assert gov.calibration(0, 2) > 0.9 and gov.calibration(1, 2) < 0.15 and gov.calibration(9, 1) < 0.15
