@@ -52,9 +52,12 @@ def render_table(summary: dict[str, Any]) -> Table:
     constrained = any(cfg.get("constraints") for cfg in summary["configs"].values())
     if constrained:
         table.add_column("constraints (off % / monitor answers on time-late-never %)")
-    paused = any(cfg.get("strategy") for cfg in summary["configs"].values())
+    paused = any("paused_pct" in (cfg.get("strategy") or {}) for cfg in summary["configs"].values())
     if paused:
         table.add_column("paused %", justify="right", no_wrap=True)
+    speculated = any("tokens_per_forward" in (cfg.get("strategy") or {}) for cfg in summary["configs"].values())
+    if speculated:
+        table.add_column("tok/fwd", justify="right", no_wrap=True)
     for label, cfg in summary["configs"].items():
         q = cfg["quality"]
         table.add_row(
@@ -63,7 +66,10 @@ def render_table(summary: dict[str, Any]) -> Table:
             _fmt(cfg["tokens_per_s"], 0 if cfg["tokens_per_s"] >= 100 else 1),
             _fmt(cfg["mean_prompt_tokens"], 0), str(cfg["n"]),
             *([constraint_cell(cfg.get("constraints") or {})] if constrained else []),
-            *([_fmt(cfg["strategy"]["paused_pct"], 1) if cfg.get("strategy") else "-"] if paused else []))
+            *([_fmt(cfg["strategy"]["paused_pct"], 1) if "paused_pct" in (cfg.get("strategy") or {}) else "-"]
+              if paused else []),
+            *([_fmt(cfg["strategy"]["tokens_per_forward"], 2) if "tokens_per_forward" in (cfg.get("strategy") or {})
+               else "-"] if speculated else []))
     return table
 
 

@@ -267,10 +267,19 @@ def summarize(task: Task, model: str, settings: RunSettings, configs: Sequence[R
         if constraints:
             per_config[config.label]["constraints"] = constraints
         steps = sum(int((r.get("strategy_stats") or {}).get("steps", 0)) for r in mine)
-        if config.strategy != "plain" and steps:  # adadec: the share of steps that paused to look ahead
-            paused = sum(int((r.get("strategy_stats") or {}).get("paused", 0)) for r in mine)
-            per_config[config.label]["strategy"] = {"name": config.strategy, "steps": steps, "paused": paused,
-                                                    "paused_pct": 100.0 * paused / steps}
+        if config.strategy != "plain" and steps:
+            totals: Counter = Counter()
+            for r in mine:
+                totals.update({k: v for k, v in (r.get("strategy_stats") or {}).items()
+                               if isinstance(v, int | float) and not isinstance(v, bool)})
+            summary: dict[str, Any] = {"name": config.strategy, "steps": steps}
+            if config.strategy == "adadec":  # the share of steps that paused to look ahead
+                summary.update(paused=int(totals["paused"]), paused_pct=100.0 * totals["paused"] / steps)
+            elif config.strategy == "suffix":  # speculation: tokens per model forward, accepted draft tokens
+                summary.update(tokens=int(totals["tokens"]), forwards=int(totals["forwards"]),
+                               accepted=int(totals["accepted"]),
+                               tokens_per_forward=totals["tokens"] / totals["forwards"] if totals["forwards"] else 0.0)
+            per_config[config.label]["strategy"] = summary
     return {"task": task.describe(), "primary": task.primary, "model": model, "settings": asdict(settings),
             "configs": per_config}
 

@@ -239,3 +239,19 @@ def test_adadec_pauses_reach_the_rows_summary_and_table(engine, tmp_path):
     assert st["steps"] == sum(r["strategy_stats"]["steps"] for r in ada)
     assert st["paused_pct"] == pytest.approx(100.0 * st["paused"] / st["steps"])
     assert "strategy" not in summary["configs"]["plain"] and "paused %" in out.getvalue()
+
+
+def test_suffix_speculation_reaches_the_summary_and_table(engine, tmp_path):
+    task = HumanEvalTask(load_humaneval()[:2], timeout_s=5)
+    out = io.StringIO()
+    summary = run_eval(task, engine, parse_configs(";suffix"), RunSettings(max_new_tokens=12), tmp_path,
+                       progress=False, plot=False, console=Console(file=out, width=160))
+    rows = [json.loads(line) for line in (tmp_path / SAMPLES_FILE).read_text().splitlines()]
+    by = {(r["config"], r["task_id"]): r for r in rows}
+    for (config, task_id), row in by.items():  # lossless: the same completions as plain greedy
+        if config == "suffix":
+            assert row["completion"] == by[("plain", task_id)]["completion"]
+    st = summary["configs"]["suffix"]["strategy"]
+    assert st["tokens"] >= st["forwards"] > 0 and "paused_pct" not in st
+    assert st["tokens_per_forward"] == pytest.approx(st["tokens"] / st["forwards"])
+    assert "tok/fwd" in out.getvalue() and "paused %" not in out.getvalue()
