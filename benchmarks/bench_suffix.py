@@ -258,6 +258,25 @@ def pct(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, max(0, round(q * (len(xs) - 1))))]
 
 
+def spread(xs: list[float]) -> str:
+    """``median [p10..p90]`` of paired ratios."""
+    if not xs:
+        return f"{float('nan'):5.2f} [0.00..0.00]"
+    return f"{statistics.median(xs):5.2f} [{pct(xs, .1):.2f}..{pct(xs, .9):.2f}]"
+
+
+def speculation(stats: list[dict]) -> tuple[float, str]:
+    """Tokens per forward and the acceptance histogram over the suffix strategy's stats."""
+    tok = fw = 0
+    hist: dict[str, int] = {}
+    for st in stats:
+        tok += st.get("tokens", 0)
+        fw += st.get("forwards", 0)
+        for k, c in (st.get("accept_hist") or {}).items():
+            hist[str(k)] = hist.get(str(k), 0) + c
+    return tok / max(1, fw), " ".join(f"{k}:{hist[k]}" for k in sorted(hist, key=int))
+
+
 def summarize(rows: list[dict]) -> list[str]:
     lines = ["workload   n  same  tok/fwd  decode tok/s ratio [p10..p90]  request ratio [p10..p90]  "
              "draft/step  accept histogram (accepted draft tokens: steps)"]
@@ -276,23 +295,12 @@ def summarize(rows: list[dict]) -> list[str]:
                 if r["workload"] == "server-events":
                     ev.setdefault(r["i"], {})[r["condition"]] = r
             same = sum(1 for e in ev.values() if (e.get("plain") or {}).get("chars") == (e.get("suffix") or {}).get("chars"))
-            tok = fw = 0
-            hist = {}
-            for e in ev.values():
-                st = (e.get("suffix") or {}).get("strategy_stats") or {}
-                tok += st.get("tokens", 0)
-                fw += st.get("forwards", 0)
-                for k, c in (st.get("accept_hist") or {}).items():
-                    hist[str(k)] = hist.get(str(k), 0) + c
-            h = " ".join(f"{k}:{hist[k]}" for k in sorted(hist, key=int))
+            per_fwd, h = speculation([(e.get("suffix") or {}).get("strategy_stats") or {} for e in ev.values()])
             n_model = sum(1 for e in ev.values() if (e.get("plain") or {}).get("source") == "model")
-            lines.append(f"{w:10s} {len(pairs):2d} {same:3d}/{len(pairs):<3d} {tok / max(1, fw):5.2f}   "
-                         f"   (client latency ratio)              {statistics.median(lat):5.2f} [{pct(lat, .1):.2f}.."
-                         f"{pct(lat, .9):.2f}]  ({n_model} answered by the model)  {h}")
+            lines.append(f"{w:10s} {len(pairs):2d} {same:3d}/{len(pairs):<3d} {per_fwd:5.2f}   "
+                         f"   (client latency ratio)              {spread(lat)}  ({n_model} answered by the model)  {h}")
             continue
         dec, req, draft_share = [], [], []
-        hist: dict[str, int] = {}
-        tok = fw = 0
         same = sum(1 for v in pairs if v["suffix"].get("same"))
         for v in pairs:
             p, s = v["plain"], v["suffix"]
@@ -302,17 +310,12 @@ def summarize(rows: list[dict]) -> list[str]:
             if p["total_ms"] > 0 and s["total_ms"] > 0:
                 req.append(p["total_ms"] / s["total_ms"])
             st = s.get("strategy_stats") or {}
-            tok += st.get("tokens", 0)
-            fw += st.get("forwards", 0)
-            for k, c in (st.get("accept_hist") or {}).items():
-                hist[str(k)] = hist.get(str(k), 0) + c
             if st.get("steps") and s["tokens"] and sd > 0:
                 draft_share.append((st["draft_ms"] / st["steps"]) / (sd / max(1, st["forwards"])))
-        h = " ".join(f"{k}:{hist[k]}" for k in sorted(hist, key=int))
+        per_fwd, h = speculation([v["suffix"].get("strategy_stats") or {} for v in pairs])
         lines.append(
-            f"{w:10s} {len(pairs):2d} {same:3d}/{len(pairs):<3d} {tok / max(1, fw):5.2f}   "
-            f"{statistics.median(dec) if dec else float('nan'):5.2f} [{pct(dec, .1) if dec else 0:.2f}..{pct(dec, .9) if dec else 0:.2f}]"
-            f"             {statistics.median(req):5.2f} [{pct(req, .1):.2f}..{pct(req, .9):.2f}]"
+            f"{w:10s} {len(pairs):2d} {same:3d}/{len(pairs):<3d} {per_fwd:5.2f}   {spread(dec)}"
+            f"             {spread(req)}"
             f"        {100 * statistics.median(draft_share) if draft_share else 0:4.1f} %   {h}")
     return lines
 

@@ -122,7 +122,8 @@ class KVCache:
         After a tree verification the cache holds the context and every draft node; keeping the
         context plus the accepted path's nodes leaves exactly the cache a sequential decode of
         that path would have written (``forward.tree_forward`` put each node's key at the position
-        it takes here). Positions up to the first gap are left in place; the rest are gathered.
+        it takes here). Positions up to the first gap are left in place; the rest are gathered
+        (``keep_path`` from there).
         """
         pos = [int(p) for p in positions]
         if any(b <= a for a, b in zip(pos, pos[1:], strict=False)) or (pos and not 0 <= pos[0] <= pos[-1] < len(self)):
@@ -130,17 +131,7 @@ class KVCache:
         same = 0
         while same < len(pos) and pos[same] == same:
             same += 1
-        if same == len(pos):
-            self.crop(same)
-            return
-        index = torch.tensor(pos[same:], dtype=torch.long)
-        for layer in self.kv.layers:
-            idx = index.to(layer.keys.device)
-            layer.keys = torch.cat([layer.keys[:, :, :same], layer.keys.index_select(2, idx)], dim=2)
-            layer.values = torch.cat([layer.values[:, :, :same], layer.values.index_select(2, idx)], dim=2)
-        self.tokens = [self.tokens[p] for p in pos]
-        if self.kv.get_seq_length() != len(self.tokens):
-            raise RuntimeError("keep left layers and ids of different lengths")
+        self.keep_path(same, pos[same:])
 
     @torch.inference_mode()
     def keep_path(self, start: int, positions: Sequence[int], *, backend: str = "auto") -> None:

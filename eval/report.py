@@ -34,6 +34,10 @@ def _header(key: str) -> str:
     return {"exact_match": "EM %", "em": "EM %", "es": "ES"}.get(key, f"{key} %" if key.startswith("pass@") else key)
 
 
+# a strategy's summary figure shown as a column where some configuration has it: (key, header, digits)
+STRATEGY_COLUMNS = (("paused_pct", "paused %", 1), ("tokens_per_forward", "tok/fwd", 2))
+
+
 def render_table(summary: dict[str, Any]) -> Table:
     """One row per configuration: quality, p50/p95 latency, tokens/s, mean prompt tokens, n.
 
@@ -52,24 +56,19 @@ def render_table(summary: dict[str, Any]) -> Table:
     constrained = any(cfg.get("constraints") for cfg in summary["configs"].values())
     if constrained:
         table.add_column("constraints (off % / monitor answers on time-late-never %)")
-    paused = any("paused_pct" in (cfg.get("strategy") or {}) for cfg in summary["configs"].values())
-    if paused:
-        table.add_column("paused %", justify="right", no_wrap=True)
-    speculated = any("tokens_per_forward" in (cfg.get("strategy") or {}) for cfg in summary["configs"].values())
-    if speculated:
-        table.add_column("tok/fwd", justify="right", no_wrap=True)
+    strategy_columns = [col for col in STRATEGY_COLUMNS
+                        if any(col[0] in (cfg.get("strategy") or {}) for cfg in summary["configs"].values())]
+    for _key, header, _digits in strategy_columns:
+        table.add_column(header, justify="right", no_wrap=True)
     for label, cfg in summary["configs"].items():
-        q = cfg["quality"]
+        q, strategy = cfg["quality"], cfg.get("strategy") or {}
         table.add_row(
             label, *[_fmt(q.get(k, math.nan)) for k in keys],
             _fmt(cfg["latency_ms"]["p50"], 0), _fmt(cfg["latency_ms"]["p95"], 0),
             _fmt(cfg["tokens_per_s"], 0 if cfg["tokens_per_s"] >= 100 else 1),
             _fmt(cfg["mean_prompt_tokens"], 0), str(cfg["n"]),
             *([constraint_cell(cfg.get("constraints") or {})] if constrained else []),
-            *([_fmt(cfg["strategy"]["paused_pct"], 1) if "paused_pct" in (cfg.get("strategy") or {}) else "-"]
-              if paused else []),
-            *([_fmt(cfg["strategy"]["tokens_per_forward"], 2) if "tokens_per_forward" in (cfg.get("strategy") or {})
-               else "-"] if speculated else []))
+            *[_fmt(strategy[key], digits) if key in strategy else "-" for key, _header, digits in strategy_columns])
     return table
 
 

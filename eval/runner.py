@@ -266,12 +266,12 @@ def summarize(task: Task, model: str, settings: RunSettings, configs: Sequence[R
         constraints = constraint_rates(mine)
         if constraints:
             per_config[config.label]["constraints"] = constraints
-        steps = sum(int((r.get("strategy_stats") or {}).get("steps", 0)) for r in mine)
+        totals: Counter = Counter()  # the strategy's numeric stats summed over the rows
+        for r in mine:
+            totals.update({k: v for k, v in (r.get("strategy_stats") or {}).items()
+                           if isinstance(v, int | float) and not isinstance(v, bool)})
+        steps = int(totals["steps"])
         if config.strategy != "plain" and steps:
-            totals: Counter = Counter()
-            for r in mine:
-                totals.update({k: v for k, v in (r.get("strategy_stats") or {}).items()
-                               if isinstance(v, int | float) and not isinstance(v, bool)})
             summary: dict[str, Any] = {"name": config.strategy, "steps": steps}
             if config.strategy == "adadec":  # the share of steps that paused to look ahead
                 summary.update(paused=int(totals["paused"]), paused_pct=100.0 * totals["paused"] / steps)

@@ -37,10 +37,7 @@ def edit_span(old: str, new: str) -> tuple[int, int, int]:
     """``(start, old_end, new_end)``: ``old[start:old_end]`` became ``new[start:new_end]`` (the
     longest common prefix and suffix removed; an unchanged text gives an empty span)."""
     start = common_prefix_len(old, new)
-    tail = 0
-    limit = min(len(old), len(new)) - start
-    while tail < limit and old[len(old) - 1 - tail] == new[len(new) - 1 - tail]:
-        tail += 1
+    tail = common_prefix_len(old[start:][::-1], new[start:][::-1])  # the common suffix after the prefix
     return start, len(old) - tail, len(new) - tail
 
 

@@ -189,9 +189,9 @@ def _draft_from(toks: np.ndarray, starts: np.ndarray, depth: int, config: DraftC
     most probable first (a parent is at least as probable as its child, so the kept nodes form a
     tree and come in topological order). Path mode keeps the most frequent child at each level."""
     n = len(starts)
-    span = np.minimum(starts[:, None] + np.arange(depth)[None, :], len(toks) - 1)  # [n, depth]
-    conts = toks[span]
-    conts[starts[:, None] + np.arange(depth)[None, :] >= len(toks)] = SEP
+    span = starts[:, None] + np.arange(depth)[None, :]  # [n, depth] positions of the continuations
+    conts = toks[np.minimum(span, len(toks) - 1)]
+    conts[span >= len(toks)] = SEP
     counts: dict[tuple[int, ...], int] = {}
     for row in conts.tolist():
         key: tuple[int, ...] = ()
@@ -201,10 +201,10 @@ def _draft_from(toks: np.ndarray, starts: np.ndarray, depth: int, config: DraftC
             key = key + (t,)
             counts[key] = counts.get(key, 0) + 1
     floor = config.min_prob * n
-    if config.tree:
+    if config.tree:  # most probable first; ties keep shorter (parents) first: a topological order
         kept = sorted((k for k, c in counts.items() if c >= floor), key=lambda k: (-counts[k], len(k)))
         kept = kept[: config.max_tokens]
-    else:
+    else:  # a chain, root first
         kept, key = [], ()
         while len(kept) < config.max_tokens:
             kids = [k for k in counts if len(k) == len(key) + 1 and k[: len(key)] == key and counts[k] >= floor]
@@ -212,7 +212,6 @@ def _draft_from(toks: np.ndarray, starts: np.ndarray, depth: int, config: DraftC
                 break
             key = max(kids, key=lambda k: (counts[k], -k[-1]))
             kept.append(key)
-    kept.sort(key=lambda k: (-counts[k], len(k)))  # topological: ties keep shorter (parents) first
     index = {k: i for i, k in enumerate(kept)}
     parents = tuple(index[k[:-1]] if len(k) > 1 else -1 for k in kept)
     return Draft(tuple(k[-1] for k in kept), parents, tuple(counts[k] / n for k in kept), match, source)
@@ -283,8 +282,8 @@ class Drafter:
     def propose(self, ids: Sequence[int]) -> Draft:
         """The best draft after ``prompt + ids`` (the request's or the store's)."""
         self.sync(ids)
-        context = (self._prompt + list(ids))[-self.config.max_depth :] if len(ids) < self.config.max_depth \
-            else list(ids[-self.config.max_depth :])
+        depth = self.config.max_depth
+        context = (self._prompt[-depth:] + list(ids[-depth:]))[-depth:]
         best = self.index.propose(context, self.config, "request")
         if self.store is not None and len(self.store):
             other = self.store.index.propose(context, self.config, "global")

@@ -35,13 +35,13 @@ What it is not: the drafting (``suffix_tree``) or the kernels (``codedec.kernels
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 
+from codedec import draft_tree
 from codedec.forward import tree_forward
 from codedec.kernels.tree_verify import accept
 from codedec.sampling import Rng, SamplingParams, filter_logits, sample
@@ -195,14 +195,12 @@ class SuffixStrategy:
         before = len(state.ids)
         t1 = time.perf_counter()
         if len(draft) == 0:
-            fed = len(state.unfed()) if state.logits is None else 0
+            fed = 0 if state.logits is not None else 1  # right after the prefill the token costs no forward
             self._plain(state)
-            n = 1
         else:
-            n = self._speculate(state, draft)
-            fed = n
+            fed = self._speculate(state, draft)
         if fed:
-            self.governor.record_step(n, (time.perf_counter() - t1) * 1000.0)
+            self.governor.record_step(fed, (time.perf_counter() - t1) * 1000.0)
             self.stats["forwards"] += 1
         self.stats["tokens"] += len(state.ids) - before
 
@@ -215,11 +213,10 @@ class SuffixStrategy:
             return draft
         left = state.params.max_new_tokens - len(state.ids) - 1  # the bonus token takes one
         table = state.detok.vocab.token_bytes if state.params.single_line else None
-        depth: list[int] = []
+        depth = draft_tree.depths(draft.parents)
         ended: list[bool] = []  # a newline on the path, this node included
         usable: list[int] = []
         for i, (p, tok) in enumerate(zip(draft.parents, draft.tokens, strict=True)):
-            depth.append(0 if p < 0 else depth[p] + 1)
             newline = table is not None and 0 <= tok < len(table) and b"\n" in table[tok]
             ended.append(newline or (p >= 0 and ended[p]))
             if depth[i] < left and not (p >= 0 and ended[p]):
@@ -245,7 +242,8 @@ class SuffixStrategy:
 
     def _speculate(self, state: DecodeState, draft: Draft) -> int:
         """Verify ``draft`` (module docstring, steps 2–5); returns the tokens fed."""
-        if len(state.unfed()) > 1 or (state.logits is None and not state.unfed()):
+        unfed = state.unfed()
+        if len(unfed) > 1 or (state.logits is None and not unfed):
             state.feed()  # more than the bonus token is missing (rare): encode it first
         cache = state.cache
         tokens, parents = list(draft.tokens), list(draft.parents)
@@ -255,24 +253,20 @@ class SuffixStrategy:
             logits = torch.cat([state.logits.unsqueeze(0), rows])  # [1 + n, V]
             fed = len(tokens)
         else:  # the bonus token of the last step goes first, the draft hangs below it
-            (bonus,) = state.unfed()
+            (bonus,) = unfed
             start = len(cache) + 1
             logits = tree_forward(state.model, cache, [bonus] + tokens, [-1] + [p + 1 for p in parents])
             fed = len(tokens) + 1
-        node_depth: list[int] = []
         rows = state.chain(logits, tokens, parents)  # [1 + n, V]: processors at every node's path
         path, last, bonus_tok = verify_rows(rows, tokens, parents, state.params, state.rng, self.config.backend)
         cache.keep_path(start, [start + i for i in path], backend=self.config.backend)
         out = [tokens[i] for i in path] + [bonus_tok]
         rows_of = [parents[i] + 1 for i in path] + [last + 1]
         unc = [token_uncertainty(rows[r], t) for r, t in zip(rows_of, out, strict=True)]
-        by_depth: list[float] = []
-        for i, p in enumerate(parents):
-            d = 0 if p < 0 else node_depth[p] + 1
-            node_depth.append(d)
-            while len(by_depth) <= d:
-                by_depth.append(0.0)
-            by_depth[d] += draft.probs[i]
+        depth = draft_tree.depths(parents)
+        by_depth = [0.0] * (max(depth) + 1)  # the verified nodes' summed probabilities per depth
+        for d, prob in zip(depth, draft.probs, strict=True):
+            by_depth[d] += prob
         self.governor.record_draft(by_depth, len(path), draft.match)
         self.stats["spec_steps"] += 1
         self.stats["draft_nodes"] += len(tokens)
@@ -312,14 +306,3 @@ def verify_rows(rows: torch.Tensor, tokens: Sequence[int], parents: Sequence[int
         row = probs[last + 1]
     bonus = int(torch.multinomial(row, 1, generator=gen))
     return acc.path[0, : int(acc.length[0])].tolist(), last, bonus
-
-
-def remember(store: GlobalStore | None, ids: Sequence[int]) -> None:
-    """Add a finished completion's ids to the global index (no-op without a store)."""
-    if store is not None and len(ids):
-        store.add(ids)
-
-
-def tokens_per_forward(stats: dict) -> float:
-    """Tokens generated per model forward in a strategy's ``stats`` (nan before any)."""
-    return stats["tokens"] / stats["forwards"] if stats.get("forwards") else math.nan

@@ -226,27 +226,29 @@ def test_constraint_reports_reach_the_rows_summary_and_table():
     assert constraint_cell(rates) == "grammar off 50%; monitor off 50% 25-25-50"
 
 
-def test_adadec_pauses_reach_the_rows_summary_and_table(engine, tmp_path):
+def run_two_problems(engine, tmp_path, configs: str, max_new_tokens: int):
+    """Plain and one strategy on two HumanEval problems -> (summary, sample rows, printed table)."""
     task = HumanEvalTask(load_humaneval()[:2], timeout_s=5)
     out = io.StringIO()
-    summary = run_eval(task, engine, parse_configs(";adadec"), RunSettings(max_new_tokens=6), tmp_path,
+    summary = run_eval(task, engine, parse_configs(configs), RunSettings(max_new_tokens=max_new_tokens), tmp_path,
                        progress=False, plot=False, console=Console(file=out, width=160))
     rows = [json.loads(line) for line in (tmp_path / SAMPLES_FILE).read_text().splitlines()]
+    return summary, rows, out.getvalue()
+
+
+def test_adadec_pauses_reach_the_rows_summary_and_table(engine, tmp_path):
+    summary, rows, printed = run_two_problems(engine, tmp_path, ";adadec", 6)
     ada = [r for r in rows if r["config"] == "adadec"]
     assert len(ada) == 2 and all(r["strategy_stats"]["steps"] >= 1 for r in ada)
     assert all("strategy_stats" not in r for r in rows if r["config"] == "plain")
     st = summary["configs"]["adadec"]["strategy"]
     assert st["steps"] == sum(r["strategy_stats"]["steps"] for r in ada)
     assert st["paused_pct"] == pytest.approx(100.0 * st["paused"] / st["steps"])
-    assert "strategy" not in summary["configs"]["plain"] and "paused %" in out.getvalue()
+    assert "strategy" not in summary["configs"]["plain"] and "paused %" in printed
 
 
 def test_suffix_speculation_reaches_the_summary_and_table(engine, tmp_path):
-    task = HumanEvalTask(load_humaneval()[:2], timeout_s=5)
-    out = io.StringIO()
-    summary = run_eval(task, engine, parse_configs(";suffix"), RunSettings(max_new_tokens=12), tmp_path,
-                       progress=False, plot=False, console=Console(file=out, width=160))
-    rows = [json.loads(line) for line in (tmp_path / SAMPLES_FILE).read_text().splitlines()]
+    summary, rows, printed = run_two_problems(engine, tmp_path, ";suffix", 12)
     by = {(r["config"], r["task_id"]): r for r in rows}
     for (config, task_id), row in by.items():  # lossless: the same completions as plain greedy
         if config == "suffix":
@@ -254,4 +256,4 @@ def test_suffix_speculation_reaches_the_summary_and_table(engine, tmp_path):
     st = summary["configs"]["suffix"]["strategy"]
     assert st["tokens"] >= st["forwards"] > 0 and "paused_pct" not in st
     assert st["tokens_per_forward"] == pytest.approx(st["tokens"] / st["forwards"])
-    assert "tok/fwd" in out.getvalue() and "paused %" not in out.getvalue()
+    assert "tok/fwd" in printed and "paused %" not in printed
