@@ -98,6 +98,7 @@ def settings_from_complete_args(args: argparse.Namespace):
         "time_budget_ms": args.max_time_ms, "line_mode": "single" if args.single_line else args.line_mode,
         "strategy": args.strategy, "max_prompt_tokens": args.max_prompt_tokens,
         "uncertainty_cut": args.uncertainty_cut, "min_first_prob": args.min_first_prob,
+        "context": args.context, "context_tokens": args.context_tokens,
     }
     try:
         return ServerSettings.from_options(given)
@@ -142,7 +143,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
         out = result.as_dict()
         out.update(model=loaded.name, decoding=list(settings.decoding), mode=mode, strategy=settings.strategy,
                    tokens=len(result.token_ids), ms_per_token=round(result.ms_per_token, 3),
-                   constraints=result.stats.get("constraints", {}))
+                   constraints=result.stats.get("constraints", {}), context=result.stats.get("context"))
         if result.stats.get("strategy_stats"):
             out["strategy_stats"] = result.stats["strategy_stats"]
         print(json.dumps(out, ensure_ascii=False))
@@ -155,6 +156,12 @@ def cmd_complete(args: argparse.Namespace) -> int:
             f"{result.ttft_ms:.0f} ms; {result.ms_per_token:.1f} ms/token; total {result.total_ms:.0f} ms",
             file=sys.stderr,
         )
+        if result.stats.get("context"):
+            c = result.stats["context"]
+            print(f"-- context {c['mode']}: {c.get('chunks_out', 0)} of {c.get('chunks_in', 0)} chunks, "
+                  f"{c.get('tokens_out', 0)} tokens"
+                  + (f" (from {c['tokens_in']}, compressed in {c.get('zip_ms', 0):.0f} ms)" if "tokens_in" in c else "")
+                  + f"; gathered in {c.get('gather_ms', 0):.0f} ms", file=sys.stderr)
         if result.stats.get("constraints"):  # a constraint that switched itself off is said, not hidden
             from codedec.constraint_report import constraint_line
 
@@ -225,6 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "entropy reaches NATS (off by default)")
     p.add_argument("--min-first-prob", type=float, default=None, metavar="P",
                    help="show nothing when the first token's probability is below P (off by default)")
+    p.add_argument("--context", default="truncate", choices=("none", "truncate", "longcodezip", "coarse"),
+                   help="cross-file context from the file's workspace: none, truncate (default), longcodezip "
+                        "(LongCodeZip compression with the model), coarse (its function-level stage only)")
+    p.add_argument("--context-tokens", type=int, default=None, metavar="N",
+                   help="token budget of the cross-file context (default: a quarter of the prompt budget)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
     p.set_defaults(func=cmd_complete)
 

@@ -186,3 +186,35 @@ def tree_forward(model, cache: KVCache, ids: Sequence[int], parents: Sequence[in
     mask = torch.zeros(visible.shape, dtype=dtype).masked_fill(~visible, torch.finfo(dtype).min)
     positions = context + torch.tensor(depths, dtype=torch.long, device=device)  # [P]
     return _forward(model, cache, ids, keep=len(ids), positions=positions, mask=mask[None, None].to(device))
+
+
+@torch.inference_mode()
+def token_nll(model, rows: Sequence[Sequence[int]], batch_tokens: int = 512) -> list[torch.Tensor]:
+    """Negative log-likelihood (nats) of every token of each row given the tokens before it, no
+    cache: ``out[i][j]`` = -log p(rows[i][j + 1] | rows[i][:j + 1]), a float32 tensor [len(row) - 1]
+    (LongCodeZip's perplexities, ``codedec.context.longcodezip``).
+
+    Rows are sorted by length and run in right-padded batches of at most ``batch_tokens`` padded
+    tokens (a causal model never looks at the padding after a row's end, so it needs no mask);
+    ``batch_tokens`` bounds the logits held at once (512 x a 49k vocabulary = 100 MB in fp32).
+    """
+    if any(len(r) < 2 for r in rows):
+        raise ValueError("every row needs at least two tokens")
+    out: list[torch.Tensor | None] = [None] * len(rows)
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
+    device = model.device
+    at = 0
+    while at < len(order):
+        width = len(rows[order[at]])
+        n = max(1, min(len(order) - at, batch_tokens // width))
+        batch = order[at: at + n]
+        ids = torch.zeros(n, width, dtype=torch.long)  # [n, width], right-padded with 0
+        for b, i in enumerate(batch):
+            ids[b, : len(rows[i])] = torch.tensor(rows[i], dtype=torch.long)
+        logits = model(input_ids=ids.to(device), use_cache=False).logits[:, :-1].float()  # [n, width - 1, V]
+        nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten().to(device),
+                                                reduction="none").view(n, width - 1).cpu()  # [n, width - 1]
+        for b, i in enumerate(batch):
+            out[i] = nll[b, : len(rows[i]) - 1]
+        at += n
+    return out  # type: ignore[return-value]

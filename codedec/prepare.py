@@ -14,14 +14,18 @@ What it is not: the request queue (``codedec.service``) or the post-processing o
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from codedec.context.crossfile import DEFAULT_CONTEXT_SHARE, CrossFile, CrossFileBlock, check_mode
 from codedec.context.fim import build_prompt
 from codedec.decoding import TEXT_READERS, ComponentContext, TextContext, build_processors, parse_decoding
+from codedec.forward import token_nll
 from codedec.heuristics import block_floor
 from codedec.processors import HealingProcessor, ProcessorChain
 from codedec.processors.cursor import analyse
@@ -41,6 +45,7 @@ class Prepared:
     chain: ProcessorChain
     heal_text: str
     prompt_mode: str
+    context: dict | None = None  # the repository block's stats (None: no block)
 
 
 def text_context(heal_text: str, prefix: str, suffix: str, path: str | None, params: SamplingParams) -> TextContext:
@@ -69,15 +74,26 @@ def prepare(
     time_budget_ms: float | None = None,
     max_prompt_tokens: int | None = None,
     path: str | None = None,
+    context: str = "none",
+    context_chunks: Sequence[Any] = (),
+    context_tokens: int | None = None,
+    current_path: str = "",
+    repo_name: str = "",
 ) -> Prepared:
     """Build the engine input for the cursor between ``prefix`` and ``suffix`` (module docstring).
 
     ``engine`` provides ``preset``, ``tokenizer``, ``vocab`` and ``stop_ids``
     (``codedec.backend.CompletionBackend``). ``block_end`` (multi-line only): end the completion
-    where the cursor's block ends. Raises ``ValueError`` for bad knobs or unknown components.
+    where the cursor's block ends. ``context_chunks`` (``codedec.context.repository.ContextChunk``)
+    are fitted to ``context_tokens`` (default: a quarter of the prompt budget) by ``context``
+    (``codedec.context.crossfile``) and put before the file, shown as ``current_path``. Raises
+    ``ValueError`` for bad knobs or unknown components.
     """
     names = parse_decoding(decoding)
-    prompt = build_prompt(engine.preset, engine.tokenizer, prefix, suffix, max_tokens=max_prompt_tokens, heal=heal)
+    block = cross_file(engine, context, context_chunks, context_tokens, max_prompt_tokens, prefix,
+                       current_path, repo_name)
+    prompt = build_prompt(engine.preset, engine.tokenizer, prefix, suffix, max_tokens=max_prompt_tokens, heal=heal,
+                          context_ids=block.ids)
     floor = block_floor(prefix) if block_end and not single_line else 0
     params = SamplingParams(
         max_new_tokens=max_tokens,
@@ -107,7 +123,29 @@ def prepare(
         if hasattr(proc, "prefetch"):
             proc.prefetch(prompt.heal_text, deadline)
     chain = healing_chain(engine.vocab, prompt.heal_text, processors, views)
-    return Prepared(prompt.ids, params, chain, prompt.heal_text, prompt.mode)
+    return Prepared(prompt.ids, params, chain, prompt.heal_text, prompt.mode, block.stats if block.chunks else None)
+
+
+_CROSS_FILE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engine -> CrossFile
+
+
+def cross_file(engine: Any, mode: str, chunks: Sequence[Any], budget: int | None, max_prompt_tokens: int | None,
+               prefix: str, current_path: str, repo_name: str) -> CrossFileBlock:
+    """The repository block for the prompt (``codedec.context.crossfile``), with the engine's
+    model scoring for LongCodeZip (one ``CrossFile`` per engine: its score cache lives there)."""
+    check_mode(mode)
+    if mode == "none" or not chunks:
+        return CrossFileBlock([], [], {"mode": mode})
+    prompt_budget = max_prompt_tokens or int(engine.preset.get("context_tokens", 2048))
+    if budget is None:
+        budget = int(prompt_budget * DEFAULT_CONTEXT_SHARE)
+    budget = min(budget, prompt_budget - 64)  # the file itself always keeps room
+    builder = _CROSS_FILE.get(engine)
+    if builder is None:
+        model = getattr(engine, "model", None)
+        nll = functools.partial(token_nll, model) if model is not None else None
+        builder = _CROSS_FILE[engine] = CrossFile(engine.preset, engine.tokenizer, nll)
+    return builder.build(chunks, mode, budget, prefix=prefix, current_path=current_path, repo_name=repo_name)
 
 
 def healing_chain(vocab, heal_text: str, processors: Sequence, views: Sequence = ()) -> ProcessorChain:

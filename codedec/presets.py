@@ -9,6 +9,8 @@ What it is: plain data (DESIGN §4: "presets are a plain dict") plus two small h
 - ``model_type``: the ``config.model_type`` of the family (used to recognise plain directories);
 - ``fim``: ``None`` (no fill-in-the-middle tokens: prefix-only prompting) or
   ``{"prefix", "suffix", "middle": token strings, "modes": ("psm",) or ("psm", "spm")}``;
+- ``repo`` (optional): ``{"repo_name", "file_sep"}``, the model's repository-level tokens; the
+  cross-file context (``codedec.context.crossfile``) is laid out with them, else as path comments;
 - ``stop_tokens``: token strings that end a completion (only those present in the vocabulary count);
 - ``rope``: ``{"kind", "layout", "partial_rotary_factor", "factor", "theta"}``; ``kind`` is the HF
   ``rope_type`` (``default``, ``linear``, ``dynamic``, ``yarn``, ``llama3``, ``longrope``...),
@@ -77,6 +79,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "middle": "<|fim_middle|>",
             "modes": ("psm",),
         },
+        "repo": {"repo_name": "<|repo_name|>", "file_sep": "<|file_sep|>"},
         "stop_tokens": ("<|endoftext|>", "<|fim_pad|>", "<|file_sep|>", "<|repo_name|>", "<|im_end|>"),
         "rope": _rope(theta=1000000.0),
         "context_tokens": 4096,
@@ -92,6 +95,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "middle": "<fim_middle>",
             "modes": ("psm",),
         },
+        "repo": {"repo_name": "<repo_name>", "file_sep": "<file_sep>"},
         "stop_tokens": ("<|endoftext|>", "<file_sep>"),
         "rope": _rope(theta=999999.4420358813),
         "context_tokens": 4096,

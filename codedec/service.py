@@ -50,6 +50,8 @@ __all__ = ["LINE_MODES", "CompletionRequest", "CompletionResult", "CompletionSer
 
 log = logging.getLogger(__name__)
 
+GATHER_MS = 50.0  # time for gathering cross-file context per request (the rest comes from caches later)
+
 # --------------------------------------------------------------------------- documents
 
 
@@ -68,22 +70,44 @@ class Document:
     text: str
     version: int = 0
     language: str = ""
+    path: str | None = None  # the file on disk, when the frontend knows it (a ``file:`` URI)
 
 
 class DocumentStore:
     """Open documents by URI. Thread-safe (the LSP and websocket frontends may share one)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_edit: Callable[[Document, int | None], None] | None = None) -> None:
         self._docs: dict[str, Document] = {}
+        self._by_path: dict[str, str] = {}  # absolute path -> uri
         self._lock = threading.Lock()
         self._reported: set[str] = set()  # documents whose replaced surrogates were logged
+        self._on_edit = on_edit
 
-    def open(self, uri: str, text: str, version: int = 0, language: str = "") -> Document:
-        """Store ``uri``'s text, lone surrogates replaced (``codedec.text``; positions keep)."""
+    def open(self, uri: str, text: str, version: int = 0, language: str = "", path: str | None = None) -> Document:
+        """Store ``uri``'s text, lone surrogates replaced (``codedec.text``; positions keep).
+        ``path``: its file on disk (cross-file context then reads this text, not the disk's)."""
         text = self._clean(uri, text)
+        path = os.path.abspath(path) if path else None
         with self._lock:
-            doc = self._docs[uri] = Document(uri, text, version, language)
-            return doc
+            doc = self._docs[uri] = Document(uri, text, version, language, path)
+            if path:
+                self._by_path[path] = uri
+        self._notify(doc, None)
+        return doc
+
+    def _notify(self, doc: Document, offset: int | None) -> None:
+        if self._on_edit is not None and doc.path:
+            try:
+                self._on_edit(doc, offset)
+            except Exception:  # noqa: BLE001 - context bookkeeping must never fail an edit
+                log.exception("document listener failed for %s", doc.uri)
+
+    def text_at(self, path: str) -> str | None:
+        """The open document's text for the file ``path`` (None when it is not open)."""
+        with self._lock:
+            uri = self._by_path.get(path)
+            doc = self._docs.get(uri) if uri is not None else None
+            return doc.text if doc is not None else None
 
     def _clean(self, uri: str, text: str) -> str:
         text, n = replace_surrogates(text)
@@ -96,7 +120,9 @@ class DocumentStore:
 
     def close(self, uri: str) -> None:
         with self._lock:
-            self._docs.pop(uri, None)
+            doc = self._docs.pop(uri, None)
+            if doc is not None and doc.path and self._by_path.get(doc.path) == uri:
+                del self._by_path[doc.path]
 
     def change(self, uri: str, version: int, edits: Sequence[TextEdit]) -> Document:
         """Apply ``edits`` in order (each against the text the previous one produced).
@@ -115,7 +141,9 @@ class DocumentStore:
                 text = text[: e.start] + self._clean(uri, e.text) + text[e.end :]
             doc.text = text
             doc.version = version
-            return doc
+        if edits:
+            self._notify(doc, edits[-1].start + len(edits[-1].text))
+        return doc
 
     def __len__(self) -> int:
         return len(self._docs)
@@ -136,7 +164,11 @@ class CompletionRequest:
     text so far. ``client`` groups requests for fair scheduling (default: ``doc``; the websocket
     API uses its connection). ``prefix`` and ``suffix`` are stored as the model sees them (``codedec.text``:
     lone surrogates replaced, ``\\r\\n`` and ``\\r`` line ends as ``\\n``); ``replaced``: how many
-    surrogates that replaced.
+    surrogates that replaced. ``context``: how cross-file context is fitted (``none``: in-file
+    only, the default for a bare request; ``ServerSettings`` defaults to ``truncate``) within
+    ``context_tokens``; ``context_chunks`` (``ContextChunk``): context the client supplies (the
+    service gathers it from the workspace of ``path`` when there is none); ``repo_name`` and
+    ``current_path`` (the file's name as shown; default: from ``path``): shown to the model with it.
     """
 
     id: str | int
@@ -156,6 +188,11 @@ class CompletionRequest:
     strategy: str = "plain"
     uncertainty_cut: float | None = None
     min_first_prob: float | None = None
+    context: str = "none"
+    context_tokens: int | None = None
+    context_chunks: tuple = ()
+    repo_name: str = ""
+    current_path: str = ""
     stop_strings: tuple[str, ...] = ()
     postprocess: bool = True
     max_prompt_tokens: int | None = None
@@ -197,6 +234,8 @@ class CompletionRequest:
             strategy=settings.strategy,
             uncertainty_cut=settings.uncertainty_cut,
             min_first_prob=settings.min_first_prob,
+            context=settings.context,
+            context_tokens=settings.context_tokens,
         )
         base.update(kw)
         return cls(**base)
@@ -292,7 +331,10 @@ class CompletionService:
     ) -> None:
         if (engine is None) == (loader is None):
             raise ValueError("give exactly one of engine= or loader=")
-        self.documents = DocumentStore()
+        from codedec.context.repository import Repositories
+
+        self.documents = DocumentStore(on_edit=self._note_edit)
+        self.repositories = Repositories(self.documents.text_at)  # cross-file context per workspace
         self.engine = engine
         self.load_error: str | None = None
         self.ready = threading.Event()
@@ -370,6 +412,14 @@ class CompletionService:
         self._queue.stop()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
+
+    def _note_edit(self, doc: Document, offset: int | None) -> None:
+        """An opened (``offset`` None) or edited document: into its workspace's ring of recent chunks."""
+        ctx = self.repositories.for_path(doc.path)
+        if offset is None:
+            ctx.note_open(doc.path, doc.text)
+        else:
+            ctx.note_edit(doc.path, doc.text, offset)
 
     # ---- worker side
 
@@ -487,6 +537,30 @@ class CompletionService:
                 return text[:keep]
         return text
 
+    def _context_for(self, request: CompletionRequest) -> tuple[tuple, str, float]:
+        """(cross-file chunks, the file's path as shown, ms spent gathering): the client's own
+        chunks, else gathered from the workspace of ``request.path`` within ``GATHER_MS``."""
+        from codedec.context.repository import ContextChunk
+
+        current = request.current_path or (os.path.basename(request.path) if request.path else "")
+        if request.context == "none":
+            return (), current, 0.0
+        if request.context_chunks:
+            chunks = tuple(c if isinstance(c, ContextChunk) else ContextChunk(c["path"], c["text"], "given")
+                           for c in request.context_chunks)
+            return chunks, current, 0.0
+        if not request.path:
+            return (), current, 0.0
+        t0 = time.perf_counter()
+        try:
+            repo = self.repositories.for_path(request.path)
+            chunks = tuple(repo.gather(request.path, request.prefix, request.suffix, budget_ms=GATHER_MS))
+            current = request.current_path or repo.workspace.display(request.path)
+        except Exception:  # noqa: BLE001 - context is a bonus: never fail the completion over it
+            log.exception("gathering cross-file context for %s failed", request.path)
+            chunks = ()
+        return chunks, current, (time.perf_counter() - t0) * 1000.0
+
     def _attach_speculation(self, strategy: Any, request: CompletionRequest, prepared: Any) -> None:
         """Give a speculative strategy the service's global index of earlier completions, its
         governor and the request's references: the text after the cursor (unless the prompt
@@ -530,12 +604,15 @@ class CompletionService:
 
         engine = self.engine
         t0 = time.perf_counter()
+        chunks, current, gather_ms = self._context_for(request)
         prepared = prepare(
             engine, request.prefix, request.suffix,
             max_tokens=request.max_tokens, single_line=request.single_line, stop_strings=request.stop_strings,
             decoding=request.decoding, heal=request.heal, temperature=request.temperature, top_k=request.top_k,
             top_p=request.top_p, seed=request.seed, time_budget_ms=budget_ms,
             max_prompt_tokens=request.max_prompt_tokens, path=request.path,
+            context=request.context, context_chunks=chunks, context_tokens=request.context_tokens,
+            current_path=current, repo_name=request.repo_name,
         )
         strategy = make_strategy(request.strategy, getattr(getattr(engine, "loaded", None), "source", None))
         if hasattr(strategy, "attach"):  # speculation: the shared index and governor, the request's references
@@ -589,6 +666,8 @@ class CompletionService:
             "preemptions": request.preemptions,
             "threads": threads,
         }
+        if prepared.context is not None:
+            stats["context"] = {**prepared.context, "gather_ms": round(gather_ms, 3)}
         constraints = prepared.chain.reports()
         if constraints:
             stats["constraints"] = constraints

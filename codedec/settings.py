@@ -37,6 +37,7 @@ _ALIASES = {
     "topP": "top_p",
     "uncertaintyCut": "uncertainty_cut",
     "minFirstProb": "min_first_prob",
+    "contextTokens": "context_tokens",
 }
 
 
@@ -58,6 +59,9 @@ class ServerSettings:
     ``uncertainty_cut`` (nats, None = off): a multi-line suggestion ends before the first line
     after its first whose first uncertain token reaches this entropy (``codedec.uncertainty``);
     ``min_first_prob`` (None = off): a suggestion whose first token is less likely is withheld.
+    ``context``: cross-file context from the workspace (``codedec.context.crossfile``: ``none``,
+    ``truncate``, ``longcodezip``, ``coarse``); ``context_tokens``: its token budget (None = a
+    quarter of the prompt budget).
     """
 
     model: str = DEFAULT_MODEL
@@ -78,6 +82,8 @@ class ServerSettings:
     strategy: str = "plain"
     uncertainty_cut: float | None = None
     min_first_prob: float | None = None
+    context: str = "truncate"
+    context_tokens: int | None = None
 
     def __post_init__(self) -> None:
         from codedec.sampling import SamplingParams
@@ -100,6 +106,12 @@ class ServerSettings:
             raise ValueError("model must be a non-empty preset name or path")
         if self.uncertainty_cut is not None and not self.uncertainty_cut > 0:
             raise ValueError(f"uncertainty_cut must be > 0 nats (or null: off), got {self.uncertainty_cut}")
+        from codedec.context.crossfile import check_mode
+
+        check_mode(self.context)
+        if self.context_tokens is not None and not 0 <= self.context_tokens <= 1 << 20:
+            raise ValueError(f"context_tokens must be in 0..{1 << 20} (or null: a quarter of the prompt), "
+                             f"got {self.context_tokens}")
         if self.min_first_prob is not None and not 0 <= self.min_first_prob <= 1:
             raise ValueError(f"min_first_prob must be in [0, 1] (or null: off), got {self.min_first_prob}")
 
@@ -182,8 +194,8 @@ def _coerce(name: str, value: Any) -> Any:
         if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
             raise TypeError("expected a list of language ids")
         return tuple(v.strip() for v in value)
-    if name in ("max_tokens", "debounce_ms", "max_prompt_tokens", "top_k", "seed"):
-        if value is None and name in ("max_prompt_tokens", "seed"):
+    if name in ("max_tokens", "debounce_ms", "max_prompt_tokens", "top_k", "seed", "context_tokens"):
+        if value is None and name in ("max_prompt_tokens", "seed", "context_tokens"):
             return None
         if isinstance(value, bool) or not isinstance(value, int | float) or int(value) != value:
             raise TypeError("expected an integer")
@@ -208,7 +220,7 @@ def _coerce(name: str, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise TypeError("expected a number")
         return float(value)
-    if name in ("model", "line_mode", "strategy"):
+    if name in ("model", "line_mode", "strategy", "context"):
         if not isinstance(value, str):
             raise TypeError("expected a string")
         return value

@@ -59,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-prompt-tokens", type=int, default=None, help="prompt budget (default: context)")
     p.add_argument("--repo-root", type=Path, default=None,
                    help="the checkout the records were built from (the monitor opens each record's file there)")
+    p.add_argument("--context-source", choices=("inline", "records", "repo", "none"), default="inline",
+                   help="cross-file context: inline (the records' snippets in the prompt text, as the official "
+                        "harness; default), records (the snippets fitted by each configuration's context:MODE), "
+                        "repo (gathered from --repo-root by the service, as for an editor), none (in-file only)")
     p = sub.add_parser("build-repobench", help="build RepoBench-style records from a local Python repo")
     p.add_argument("--repo", type=Path, required=True, help="repository (or package) directory")
     p.add_argument("--out", type=Path, required=True, help="output .jsonl")
@@ -104,7 +108,7 @@ def _make_task(args: argparse.Namespace, loaded):
         root = root.resolve()
     return tasks.RepoBenchTask(records,
                                count_tokens=lambda s: len(tok.encode(s, add_special_tokens=False, verbose=False)),
-                               max_prompt_tokens=budget, repo_root=root)
+                               max_prompt_tokens=budget, repo_root=root, context_source=args.context_source)
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -61,10 +61,14 @@ class RunConfig:
     decoding: tuple[str, ...] = ()
     heal: bool = True
     strategy: str = "plain"  # "adadec": named among the components, as everywhere
+    context: str = "none"  # cross-file context mode ("context:MODE[:TOKENS]" among the components)
+    context_tokens: int | None = None
 
     @property
     def label(self) -> str:
         names = self.decoding + ((self.strategy,) if self.strategy != "plain" else ()) + (() if self.heal else (NO_HEAL,))
+        if self.context != "none":
+            names += (f"context:{self.context}" + (f":{self.context_tokens}" if self.context_tokens else ""),)
         return ",".join(names) or "plain"
 
 
@@ -84,9 +88,11 @@ def parse_configs(spec: str | None) -> list[RunConfig]:
     """``"a,b;c"`` -> ``[RunConfig(("a","b")), RunConfig(("c",))]``; ``""``/None -> ``[plain]``.
 
     Names are validated by the engine's registry (ValueError for unknown ones, listing the
-    known); ``no-heal`` is taken out and sets ``heal=False``. Duplicate configurations
-    are kept once, in order.
+    known); ``no-heal`` is taken out and sets ``heal=False``; ``context:MODE`` or
+    ``context:MODE:TOKENS`` sets the cross-file context mode and budget
+    (``codedec.context.crossfile``). Duplicate configurations are kept once, in order.
     """
+    from codedec.context.crossfile import check_mode
     from codedec.decoding import parse_decoding
     from codedec.settings import split_strategy
 
@@ -94,8 +100,16 @@ def parse_configs(spec: str | None) -> list[RunConfig]:
     for part in (spec or "").split(";"):
         names = [n.strip() for n in part.split(",") if n.strip()]
         heal = NO_HEAL not in names
+        context, tokens = "none", None
+        for name in [n for n in names if n.startswith("context:")]:
+            _, mode, *rest = name.split(":")
+            context = check_mode(mode)
+            if rest and not (rest[0].isdigit() and len(rest) == 1):
+                raise ValueError(f"{name!r}: write context:MODE or context:MODE:TOKENS")
+            tokens = int(rest[0]) if rest else None
+        names = [n for n in names if not n.startswith("context:")]
         names, strategy = split_strategy([n for n in names if n != NO_HEAL])
-        config = RunConfig(parse_decoding(names), heal, strategy or "plain")
+        config = RunConfig(parse_decoding(names), heal, strategy or "plain", context, tokens)
         if config not in configs:
             configs.append(config)
     return configs
@@ -103,8 +117,9 @@ def parse_configs(spec: str | None) -> list[RunConfig]:
 
 def _fingerprint(task: Task, model: str, settings: RunSettings, config: RunConfig) -> str:
     config_dict = asdict(config)
-    if config.strategy == "plain":  # runs from before strategies existed keep their fingerprints
-        del config_dict["strategy"]
+    for key, default in (("strategy", "plain"), ("context", "none"), ("context_tokens", None)):
+        if config_dict[key] == default:  # runs from before these existed keep their fingerprints
+            del config_dict[key]
     blob = json.dumps([task.describe(), model, asdict(settings), config_dict], sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
@@ -205,6 +220,7 @@ def run_eval(task: Task, engine: Any, configs: Sequence[RunConfig], settings: Ru
         for config, sample, repeat in pending:
             bar.set_postfix_str(config.label, refresh=False)
             knobs = ServerSettings(decoding=config.decoding, heal=config.heal, strategy=config.strategy,
+                                   context=config.context, context_tokens=config.context_tokens,
                                    max_tokens=max_new,
                                    temperature=settings.temperature, time_budget_ms=settings.max_time_ms,
                                    max_prompt_tokens=max_prompt, seed=_seed(settings, sample.task_id, repeat))
@@ -213,7 +229,9 @@ def run_eval(task: Task, engine: Any, configs: Sequence[RunConfig], settings: Ru
                 warmed.add(config)
             completion = complete(service, sample.prefix, sample.suffix, settings=knobs,
                                   single_line=task.single_line, stop_strings=task.stop_strings,
-                                  path=sample.path, doc=sample.path or f"{task.name}:{sample.task_id}")
+                                  path=sample.path, doc=sample.path or f"{task.name}:{sample.task_id}",
+                                  context_chunks=sample.context, repo_name=sample.repo_name,
+                                  current_path=sample.shown_path)
             row = {
                 "fingerprint": prints[config], "config": config.label, "task_id": sample.task_id,
                 "repeat": repeat, **sample.meta, "completion": completion.text,
@@ -227,6 +245,8 @@ def run_eval(task: Task, engine: Any, configs: Sequence[RunConfig], settings: Ru
             }
             if completion.stats.get("constraints"):  # what each constraint really did for this row
                 row["constraints"] = completion.stats["constraints"]
+            if completion.stats.get("context"):  # the repository block: mode, chunks, tokens, ms
+                row["context"] = completion.stats["context"]
             if completion.stats.get("strategy_stats"):  # adadec: steps, pauses
                 row["strategy_stats"] = completion.stats["strategy_stats"]
             sink.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -34,13 +34,19 @@ HUMANEVAL_STOPS = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
 @dataclass(frozen=True)
 class Sample:
     """One cursor to complete: ``prefix`` + <completion> + ``suffix``; ``meta`` goes into the rows;
-    ``path``: the real file the cursor is in, when known (the monitor opens it there)."""
+    ``path``: the real file the cursor is in, when known (the monitor opens it there; cross-file
+    context is gathered from its workspace). ``context``: cross-file chunks the sample brings
+    (``{"path", "text"}``; they are used instead of gathering), shown with ``repo_name`` before
+    the file named ``shown_path``."""
 
     task_id: str
     prefix: str
     suffix: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
+    context: tuple[dict[str, str], ...] = ()
+    repo_name: str = ""
+    shown_path: str = ""
 
 
 class Task:
@@ -166,25 +172,63 @@ class RepoBenchTask(Task):
     max_new_tokens = 64
     single_line = True  # only the next line is scored: generate that line, not 64 tokens
 
+    CONTEXT_SOURCES = ("inline", "records", "repo", "none")
+
     def __init__(self, records: Sequence[RepoBenchRecord], *, count_tokens: Callable[[str], int] | None = None,
-                 max_prompt_tokens: int | None = None, repo_root: Path | None = None) -> None:
+                 max_prompt_tokens: int | None = None, repo_root: Path | None = None,
+                 context_source: str = "inline") -> None:
         """``repo_root``: the checkout the records were built from; each sample then names its
         file there (``repo_root / file_path``), so a language-server-backed component (monitor)
-        resolves the file's imports in the real repository."""
+        resolves the file's imports in the real repository.
+
+        ``context_source``: where the cross-file context comes from. ``inline``: the records'
+        snippets written into the prompt text as the official harness does (the run's context
+        mode is then left at ``none``); ``records``: the records' snippets handed to the service
+        as chunks, fitted by the configuration's context mode (``context:truncate``...);
+        ``repo``: none given — the service gathers it from ``repo_root`` as it does for an
+        editor (the prompt is the file's real text before the target line); ``none``: in-file only.
+        """
+        if context_source not in self.CONTEXT_SOURCES:
+            raise ValueError(f"context_source must be one of {self.CONTEXT_SOURCES}, got {context_source!r}")
+        if context_source == "repo" and repo_root is None:
+            raise ValueError("context_source 'repo' needs the records' repo_root")
         self.records = list(records)
         self.count_tokens, self.max_prompt_tokens = count_tokens, max_prompt_tokens
         self.repo_root = repo_root
+        self.context_source = context_source
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "max_prompt_tokens": self.max_prompt_tokens}
+        out = {**super().describe(), "max_prompt_tokens": self.max_prompt_tokens}
+        if self.context_source != "inline":
+            out["context_source"] = self.context_source
+        return out
+
+    def _file_prefix(self, rec: RepoBenchRecord) -> str:
+        """The file's real text before the target line (``line_no``), else imports + cropped code."""
+        line_no = rec.extra.get("line_no")
+        if self.repo_root is not None and isinstance(line_no, int):
+            text = (self.repo_root / rec.file_path).read_text(encoding="utf-8", errors="replace")
+            lines = text.split("\n")
+            if 0 < line_no <= len(lines) and lines[line_no - 1].strip() == rec.next_line.strip():
+                return "\n".join(lines[: line_no - 1]) + "\n"
+        return f"{rec.import_statement}\n{rec.cropped_code}\n"
 
     def samples(self) -> list[Sample]:
         out = []
         for i, rec in enumerate(self.records):
-            prompt = build_prompt(rec, self.count_tokens, self.max_prompt_tokens)
             path = str(self.repo_root / rec.file_path) if self.repo_root is not None else None
-            out.append(Sample(f"{i}:{rec.file_path}", prompt,
-                              meta={"level": rec.level, "next_line": rec.next_line}, path=path))
+            meta = {"level": rec.level, "next_line": rec.next_line}
+            if self.context_source == "inline":
+                prompt = build_prompt(rec, self.count_tokens, self.max_prompt_tokens)
+                out.append(Sample(f"{i}:{rec.file_path}", prompt, meta=meta, path=path))
+                continue
+            context = tuple({"path": s.path, "text": s.snippet} for s in rec.context) \
+                if self.context_source == "records" else ()
+            prefix = self._file_prefix(rec) if self.context_source == "repo" \
+                else f"{rec.import_statement}\n{rec.cropped_code}\n"
+            out.append(Sample(f"{i}:{rec.file_path}", prefix, meta=meta,
+                              path=path if self.context_source == "repo" else None,
+                              context=context, repo_name=rec.repo_name, shown_path=rec.file_path))
         return out
 
     def score(self, sample: Sample, text: str) -> dict[str, Any]:

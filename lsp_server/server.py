@@ -387,6 +387,7 @@ class CodedecServer(LanguageServer):
             finish_reason=result.finish_reason,
             **({"strategy_stats": result.stats["strategy_stats"]} if result.stats.get("strategy_stats") else {}),
             **({"constraints": result.stats["constraints"]} if result.stats.get("constraints") else {}),
+            **({"context": result.stats["context"]} if result.stats.get("context") else {}),
             **_uncertainty_fields(result.stats),
         )
         return Completed(text, prefix, mode,
@@ -465,7 +466,8 @@ def register_features(server: CodedecServer) -> CodedecServer:
     @_guard(lambda: None)
     async def did_open(ls: CodedecServer, params: types.DidOpenTextDocumentParams) -> None:
         d = params.text_document
-        ls.ensure_service().documents.open(d.uri, d.text, d.version, d.language_id)
+        ls.ensure_service().documents.open(d.uri, d.text, d.version, d.language_id,
+                                           path=uris.to_fs_path(d.uri) if d.uri.startswith("file:") else None)
         if "monitor" in ls.settings.decoding and d.language_id == "python" and d.uri.startswith("file:"):
             from codedec.processors.monitor import warm_language_server
 

@@ -9,17 +9,19 @@
    (KV-cache prefix reuse across requests).
 2. Token healing (on by default): the prefix's trailing token(s) are removed and returned as
    ``heal_text`` (see ``codedec.context.healing``).
-3. Layout from the preset's ``fim`` entry: PSM ``<pre>prefix<suf>suffix<mid>`` or SPM
+3. Layout from the preset's ``fim`` entry (after the repository block, when one is given): PSM ``<pre>prefix<suf>suffix<mid>`` or SPM
    ``<suf>suffix<pre>prefix<mid>`` (the cursor boundary stays at the end of the prompt in both);
    models without FIM tokens get the prefix only (the suffix stays on the ``Prompt`` for decoding
    components that use it, e.g. grammar constraints).
 
-What it is not: context retrieval or compression (LongCodeZip lives in ``context/longcodezip.py``).
+What it is not: cross-file context (gathered by ``context/repository.py``, fitted and laid out by
+``context/crossfile.py``, compressed by ``context/longcodezip.py``; this module only places its ids).
 """
 
 from __future__ import annotations
 
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from codedec.context.healing import heal_tail
@@ -227,8 +229,12 @@ def build_prompt(
     heal: bool = True,
     mode: str | None = None,
     suffix_share: float = DEFAULT_SUFFIX_SHARE,
+    context_ids: Sequence[int] = (),
 ) -> Prompt:
     """Build the prompt for a cursor between ``prefix`` and ``suffix`` (see module docstring).
+
+    ``context_ids``: the repository block (``codedec.context.crossfile``), placed first (after
+    BOS, before the FIM markers) and paid for out of ``max_tokens``.
 
     Raises ``ValueError`` for an unsupported ``mode`` or a budget too small for the FIM markers.
     """
@@ -250,8 +256,9 @@ def build_prompt(
         suffix_budget = 0
     else:
         markers = [_marker(tokenizer, fim[key]) for key in ("prefix", "suffix", "middle")]
-        suffix_budget = int(max_tokens * suffix_share) if suffix else 0
-    overhead = len(bos) + sum(len(m) for m in markers)
+        suffix_budget = int((max_tokens - len(context_ids)) * suffix_share) if suffix else 0
+    context_ids = list(context_ids)
+    overhead = len(bos) + sum(len(m) for m in markers) + len(context_ids)
     if max_tokens - overhead < 8:
         raise ValueError(f"max_tokens={max_tokens} leaves no room for the prompt ({overhead} marker tokens)")
 
@@ -267,13 +274,13 @@ def build_prompt(
         prefix_ids, heal_text = heal_tail(prefix_ids, vocab_for(tokenizer))
 
     if mode == "prefix":
-        ids = bos + prefix_ids
+        ids = bos + context_ids + prefix_ids
     elif mode == "psm":
         pre, suf, mid = markers
-        ids = bos + pre + prefix_ids + suf + suffix_ids + mid
+        ids = bos + context_ids + pre + prefix_ids + suf + suffix_ids + mid
     else:  # spm
         pre, suf, mid = markers
-        ids = bos + suf + suffix_ids + pre + prefix_ids + mid
+        ids = bos + context_ids + suf + suffix_ids + pre + prefix_ids + mid
     if not ids:  # cursor at the very start of a prefix-only prompt: start a fresh document
         doc_start = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.bos_token_id
         if doc_start is None:

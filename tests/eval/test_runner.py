@@ -15,6 +15,7 @@ from codedec_eval.runner import (
     RunConfig,
     RunSettings,
     parse_configs,
+    read_rows,
     run_eval,
 )
 from codedec_eval.tasks import HumanEvalTask, InfillingTask, RepoBenchTask, Sample, infill_middle
@@ -257,3 +258,29 @@ def test_suffix_speculation_reaches_the_summary_and_table(engine, tmp_path):
     assert st["tokens"] >= st["forwards"] > 0 and "paused_pct" not in st
     assert st["tokens_per_forward"] == pytest.approx(st["tokens"] / st["forwards"])
     assert "tok/fwd" in printed and "paused %" not in printed
+
+
+def test_repobench_context_modes_compare_side_by_side(engine, tmp_path):
+    """--context-source records: the snippets go to the service as chunks, and each configuration's
+    context:MODE[:TOKENS] fits them; context:none sees the file only."""
+    configs = parse_configs("context:none;context:truncate:200;context:longcodezip:200")
+    assert [c.label for c in configs] == ["plain", "context:truncate:200", "context:longcodezip:200"]
+    with pytest.raises(ValueError, match="context must be one of"):
+        parse_configs("context:all")
+    snippet = "".join(f"def helper_{i}(x):\n    return x * {i}\n\n" for i in range(12))
+    row = {"repo_name": "r", "file_path": "a.py", "context": [{"path": "b.py", "snippet": snippet}],
+           "import_statement": "from b import helper_3", "cropped_code": "x = 1", "next_line": "y = helper_3(x)",
+           "level": "2k"}
+    task = RepoBenchTask([record_from_dict(row)], context_source="records")
+    sample = task.samples()[0]
+    assert sample.context == ({"path": "b.py", "text": snippet},) and "helper_0" not in sample.prefix
+    summary = run_eval(task, engine, configs, RunSettings(max_new_tokens=4), tmp_path, progress=False, plot=False)
+    rows = {r["config"]: r for r in read_rows(tmp_path / "samples.jsonl")}
+    assert "context" not in rows["plain"]
+    for label in ("context:truncate:200", "context:longcodezip:200"):
+        assert 0 < rows[label]["context"]["tokens_out"] <= 200
+        assert rows[label]["prompt_tokens"] > rows["plain"]["prompt_tokens"]
+    assert rows["context:longcodezip:200"]["context"]["scored"] > 0
+    assert set(summary["configs"]) == {"plain", "context:truncate:200", "context:longcodezip:200"}
+    with pytest.raises(ValueError, match="repo_root"):
+        RepoBenchTask([record_from_dict(row)], context_source="repo")
