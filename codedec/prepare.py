@@ -90,8 +90,9 @@ def prepare(
     ``ValueError`` for bad knobs or unknown components.
     """
     names = parse_decoding(decoding)
+    zip_deadline = None if time_budget_ms is None else time.perf_counter() + ZIP_SHARE * time_budget_ms / 1000.0
     block = cross_file(engine, context, context_chunks, context_tokens, max_prompt_tokens, prefix,
-                       current_path, repo_name)
+                       current_path, repo_name, zip_deadline)
     prompt = build_prompt(engine.preset, engine.tokenizer, prefix, suffix, max_tokens=max_prompt_tokens, heal=heal,
                           context_ids=block.ids)
     floor = block_floor(prefix) if block_end and not single_line else 0
@@ -126,13 +127,15 @@ def prepare(
     return Prepared(prompt.ids, params, chain, prompt.heal_text, prompt.mode, block.stats if block.chunks else None)
 
 
+ZIP_SHARE = 0.25  # of a request's time budget that LongCodeZip may spend scoring (the rest: next requests)
 _CROSS_FILE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # engine -> CrossFile
 
 
 def cross_file(engine: Any, mode: str, chunks: Sequence[Any], budget: int | None, max_prompt_tokens: int | None,
-               prefix: str, current_path: str, repo_name: str) -> CrossFileBlock:
+               prefix: str, current_path: str, repo_name: str, deadline: float | None = None) -> CrossFileBlock:
     """The repository block for the prompt (``codedec.context.crossfile``), with the engine's
-    model scoring for LongCodeZip (one ``CrossFile`` per engine: its score cache lives there)."""
+    model scoring for LongCodeZip (one ``CrossFile`` per engine: its score cache lives there) until
+    ``deadline``."""
     check_mode(mode)
     if mode == "none" or not chunks:
         return CrossFileBlock([], [], {"mode": mode})
@@ -145,7 +148,8 @@ def cross_file(engine: Any, mode: str, chunks: Sequence[Any], budget: int | None
         model = getattr(engine, "model", None)
         nll = functools.partial(token_nll, model) if model is not None else None
         builder = _CROSS_FILE[engine] = CrossFile(engine.preset, engine.tokenizer, nll)
-    return builder.build(chunks, mode, budget, prefix=prefix, current_path=current_path, repo_name=repo_name)
+    return builder.build(chunks, mode, budget, prefix=prefix, current_path=current_path, repo_name=repo_name,
+                         deadline=deadline)
 
 
 def healing_chain(vocab, heal_text: str, processors: Sequence, views: Sequence = ()) -> ProcessorChain:

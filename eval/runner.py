@@ -61,14 +61,17 @@ class RunConfig:
     decoding: tuple[str, ...] = ()
     heal: bool = True
     strategy: str = "plain"  # "adadec": named among the components, as everywhere
-    context: str = "none"  # cross-file context mode ("context:MODE[:TOKENS]" among the components)
+    context: str = "none"  # cross-file context mode ("context:MODE[:TOKENS|:/N]" among the components)
     context_tokens: int | None = None
+    context_fraction: int | None = None  # budget = the sample's whole context / N (":/N")
 
     @property
     def label(self) -> str:
         names = self.decoding + ((self.strategy,) if self.strategy != "plain" else ()) + (() if self.heal else (NO_HEAL,))
         if self.context != "none":
-            names += (f"context:{self.context}" + (f":{self.context_tokens}" if self.context_tokens else ""),)
+            budget = f":{self.context_tokens}" if self.context_tokens else ""
+            budget = f":/{self.context_fraction}" if self.context_fraction else budget
+            names += (f"context:{self.context}{budget}",)
         return ",".join(names) or "plain"
 
 
@@ -88,9 +91,10 @@ def parse_configs(spec: str | None) -> list[RunConfig]:
     """``"a,b;c"`` -> ``[RunConfig(("a","b")), RunConfig(("c",))]``; ``""``/None -> ``[plain]``.
 
     Names are validated by the engine's registry (ValueError for unknown ones, listing the
-    known); ``no-heal`` is taken out and sets ``heal=False``; ``context:MODE`` or
-    ``context:MODE:TOKENS`` sets the cross-file context mode and budget
-    (``codedec.context.crossfile``). Duplicate configurations are kept once, in order.
+    known); ``no-heal`` is taken out and sets ``heal=False``; ``context:MODE``,
+    ``context:MODE:TOKENS`` or ``context:MODE:/N`` sets the cross-file context mode and budget
+    (``codedec.context.crossfile``; ``/N``: each sample's whole context block over N, i.e. N x
+    compression). Duplicate configurations are kept once, in order.
     """
     from codedec.context.crossfile import check_mode
     from codedec.decoding import parse_decoding
@@ -100,16 +104,20 @@ def parse_configs(spec: str | None) -> list[RunConfig]:
     for part in (spec or "").split(";"):
         names = [n.strip() for n in part.split(",") if n.strip()]
         heal = NO_HEAL not in names
-        context, tokens = "none", None
+        context, tokens, fraction = "none", None, None
         for name in [n for n in names if n.startswith("context:")]:
             _, mode, *rest = name.split(":")
             context = check_mode(mode)
-            if rest and not (rest[0].isdigit() and len(rest) == 1):
-                raise ValueError(f"{name!r}: write context:MODE or context:MODE:TOKENS")
-            tokens = int(rest[0]) if rest else None
+            budget = rest[0] if len(rest) == 1 else "x" if rest else ""
+            if budget.startswith("/") and budget[1:].isdigit() and int(budget[1:]) > 0:
+                fraction = int(budget[1:])
+            elif budget.isdigit():
+                tokens = int(budget)
+            elif budget:
+                raise ValueError(f"{name!r}: write context:MODE, context:MODE:TOKENS or context:MODE:/N")
         names = [n for n in names if not n.startswith("context:")]
         names, strategy = split_strategy([n for n in names if n != NO_HEAL])
-        config = RunConfig(parse_decoding(names), heal, strategy or "plain", context, tokens)
+        config = RunConfig(parse_decoding(names), heal, strategy or "plain", context, tokens, fraction)
         if config not in configs:
             configs.append(config)
     return configs
@@ -117,7 +125,8 @@ def parse_configs(spec: str | None) -> list[RunConfig]:
 
 def _fingerprint(task: Task, model: str, settings: RunSettings, config: RunConfig) -> str:
     config_dict = asdict(config)
-    for key, default in (("strategy", "plain"), ("context", "none"), ("context_tokens", None)):
+    for key, default in (("strategy", "plain"), ("context", "none"), ("context_tokens", None),
+                         ("context_fraction", None)):
         if config_dict[key] == default:  # runs from before these existed keep their fingerprints
             del config_dict[key]
     blob = json.dumps([task.describe(), model, asdict(settings), config_dict], sort_keys=True, default=str)
@@ -174,6 +183,17 @@ def _seed(settings: RunSettings, task_id: str, repeat: int) -> int | None:
     return (zlib.crc32(f"{task_id}/{repeat}".encode()) + settings.seed) % (2**31)
 
 
+def _whole_context(engine: Any, sample: Sample) -> int:
+    """Tokens of ``sample``'s whole cross-file context as the prompt would show it (0: none given)."""
+    from codedec.context.crossfile import CrossFile
+    from codedec.context.repository import ContextChunk
+
+    if not sample.context:
+        return 0
+    chunks = [ContextChunk(c["path"], c["text"], "given") for c in sample.context]
+    return len(CrossFile(engine.preset, engine.tokenizer).render(chunks, sample.shown_path, sample.repo_name))
+
+
 def run_eval(task: Task, engine: Any, configs: Sequence[RunConfig], settings: RunSettings, out_dir: str | Path,
              *, progress: bool = True, console: Any = None, plot: bool = True) -> dict[str, Any]:
     """Generate, score and summarize ``task`` under every configuration (see the module docstring).
@@ -219,8 +239,11 @@ def run_eval(task: Task, engine: Any, configs: Sequence[RunConfig], settings: Ru
             sink.write("\n")  # close a torn line so the next row starts clean
         for config, sample, repeat in pending:
             bar.set_postfix_str(config.label, refresh=False)
+            context_tokens = config.context_tokens
+            if config.context_fraction:
+                context_tokens = -(-_whole_context(engine, sample) // config.context_fraction)
             knobs = ServerSettings(decoding=config.decoding, heal=config.heal, strategy=config.strategy,
-                                   context=config.context, context_tokens=config.context_tokens,
+                                   context=config.context, context_tokens=context_tokens,
                                    max_tokens=max_new,
                                    temperature=settings.temperature, time_budget_ms=settings.max_time_ms,
                                    max_prompt_tokens=max_prompt, seed=_seed(settings, sample.task_id, repeat))

@@ -93,9 +93,11 @@ class CrossFile:
     # ---- fitting
 
     def build(self, chunks: Sequence[ContextChunk], mode: str, budget: int, *, prefix: str = "",
-              current_path: str = "", repo_name: str = "") -> CrossFileBlock:
+              current_path: str = "", repo_name: str = "", deadline: float | None = None) -> CrossFileBlock:
         """The block for ``chunks`` under ``budget`` tokens with ``mode`` (module docstring);
-        ``prefix``: the text before the cursor (LongCodeZip's query)."""
+        ``prefix``: the text before the cursor (LongCodeZip's query); ``deadline``
+        (``perf_counter`` time): LongCodeZip scores what it can until then, the rest keeps the
+        chunks' order and is scored by the next requests (``LongCodeZip.compress``)."""
         check_mode(mode)
         if mode == "none" or not chunks or budget <= 0:
             return CrossFileBlock([], [], {"mode": mode})
@@ -105,15 +107,16 @@ class CrossFile:
         if zipper is not None:
             overhead = len(self.render([ContextChunk("", "", "given")], current_path, repo_name))
             query = query_text(prefix, zipper.config.query_lines)
-            z = zipper.compress(chunks, query, max(0, budget - overhead))
+            z = zipper.compress(chunks, query, max(0, budget - overhead), deadline)
             headers = self._header_cost(z.chunks)
             if headers:  # again with room for the kept files' headers (the scores are cached now)
                 first = z
-                z = zipper.compress(chunks, query, max(0, budget - overhead - headers))
-                z.ms, z.scored, z.cached = z.ms + first.ms, first.scored, first.cached
+                z = zipper.compress(chunks, query, max(0, budget - overhead - headers), deadline)
+                z.ms, z.scored, z.cached = z.ms + first.ms, first.scored + z.scored, first.cached
+                z.unscored = min(first.unscored, z.unscored)
             kept = z.chunks
             stats.update(tokens_in=z.tokens_in, zip_ms=round(z.ms, 3), units=z.units, scored=z.scored,
-                         cached=z.cached)
+                         cached=z.cached, **({"unscored": z.unscored} if z.unscored else {}))
         else:
             kept = list(chunks)
         ids, kept = self._truncate(kept, budget, current_path, repo_name)

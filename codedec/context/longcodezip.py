@@ -74,6 +74,7 @@ class ZipResult:
     units: int = 0
     scored: int = 0
     cached: int = 0
+    unscored: int = 0  # left for a later call by the deadline
     ms: float = 0.0
 
     @property
@@ -117,6 +118,7 @@ class LongCodeZip:
         self.nll, self.encode_lines = nll, encode_lines
         self.config = config or ZipConfig()
         self._scores: OrderedDict[tuple[str, str], tuple[float, list[float]]] = OrderedDict()
+        self._base: OrderedDict[str, float] = OrderedDict()  # query -> its mean NLL alone
         self._line_ids: OrderedDict[str, list[int]] = OrderedDict()
 
     # ---- tokens
@@ -147,8 +149,12 @@ class LongCodeZip:
 
     # ---- stage 1: coarse
 
-    def _score(self, units: list[_Unit], query: str, result: ZipResult) -> None:
-        """Fill each unit's ``ami`` and ``self_nll`` (cached by unit and query)."""
+    def _score(self, units: list[_Unit], query: str, result: ZipResult, deadline: float | None = None) -> None:
+        """Fill each unit's ``ami`` and ``self_nll`` (cached by unit and query). With a
+        ``deadline`` (``perf_counter`` time) the units are scored in groups of rows, input order
+        first, until it passes; the rest stay unscored (``ami`` -inf, flat NLL) this time and are
+        scored by a later call with the same query — compression never holds a request up for
+        longer than one group."""
         cfg = self.config
         q_ids = [t for ids in self._encode(query.splitlines(keepends=True)) for t in ids][-cfg.query_tokens:]
         if not q_ids:
@@ -163,12 +169,40 @@ class LongCodeZip:
             else:
                 u.ami, u.self_nll = hit
                 result.cached += 1
+        for u in todo:  # until scored: last in the ranking, no spikes inside
+            u.ami, u.self_nll = -math.inf, [1.0] * u.tokens
         if not todo:
             return
-        rows = [anchor + q_ids] + [u.ids[: cfg.max_unit_tokens] + q_ids for u in todo]
-        nll = self.nll(rows)
-        base = float(nll[0][: len(q_ids)].mean())
-        for u, row, out in zip(todo, rows[1:], nll[1:], strict=True):
+        rows = [u.ids[: cfg.max_unit_tokens] + q_ids for u in todo]
+        base = self._base.get(qkey) if deadline is not None else None  # one call as ever without a deadline
+        head = [] if base is not None else [anchor + q_ids]
+        if deadline is None:
+            groups = [list(range(len(rows)))]
+        else:
+            groups, group, size = [], [], 0
+            for i, row in enumerate(rows):
+                if group and size + len(row) > 2 * cfg.batch_tokens:
+                    groups.append(group)
+                    group, size = [], 0
+                group.append(i)
+                size += len(row)
+            groups.append(group)
+        done: list[int] = []
+        outs: dict[int, object] = {}
+        for n, group in enumerate(groups):
+            if deadline is not None and time.perf_counter() > deadline:
+                break
+            nll = self.nll((head if n == 0 else []) + [rows[i] for i in group])
+            if n == 0 and head:
+                base = self._base[qkey] = float(nll[0][: len(q_ids)].mean())
+                nll = nll[1:]
+            outs.update(zip(group, nll, strict=True))
+            done += group
+        result.unscored += len(todo) - len(done)
+        if base is None:
+            return
+        for i in done:
+            u, row, out = todo[i], rows[i], outs[i]
             s = len(row) - len(q_ids)  # q's first token is predicted at index s - 1
             u.ami = base - float(out[s - 1:].mean())
             own = out[: s - 1].tolist()
@@ -177,7 +211,9 @@ class LongCodeZip:
             self._scores[(_hash("".join(u.lines)), qkey)] = (u.ami, u.self_nll)
         while len(self._scores) > SCORE_CACHE:
             self._scores.popitem(last=False)
-        result.scored += len(todo)
+        while len(self._base) > SCORE_CACHE:
+            self._base.popitem(last=False)
+        result.scored += len(done)
 
     # ---- stage 2: fine
 
@@ -237,9 +273,10 @@ class LongCodeZip:
 
     # ---- the whole
 
-    def compress(self, chunks: Sequence[ContextChunk], query: str, budget: int) -> ZipResult:
+    def compress(self, chunks: Sequence[ContextChunk], query: str, budget: int,
+                 deadline: float | None = None) -> ZipResult:
         """``chunks`` cut to at most ``budget`` tokens of code (module docstring); ``query``:
-        the code before the cursor (``query_text``)."""
+        the code before the cursor (``query_text``); ``deadline``: see ``_score``."""
         t0 = time.perf_counter()
         units = self._units(chunks)
         result = ZipResult([], tokens_in=sum(u.tokens for u in units), units=len(units))
@@ -254,7 +291,7 @@ class LongCodeZip:
                 pool.append(u)
                 room -= u.tokens
         units = pool
-        self._score(units, query, result)
+        self._score(units, query, result, deadline)
         coarse_budget = int(budget * cfg.coarse_ratio) if cfg.fine else budget
         kept, total = [], 0
         for u in sorted(units, key=lambda u: (-u.ami, u.order)):

@@ -267,6 +267,9 @@ def test_repobench_context_modes_compare_side_by_side(engine, tmp_path):
     assert [c.label for c in configs] == ["plain", "context:truncate:200", "context:longcodezip:200"]
     with pytest.raises(ValueError, match="context must be one of"):
         parse_configs("context:all")
+    assert parse_configs("context:coarse:/4")[0].context_fraction == 4
+    with pytest.raises(ValueError, match="context:MODE:/N"):
+        parse_configs("context:coarse:/0")
     snippet = "".join(f"def helper_{i}(x):\n    return x * {i}\n\n" for i in range(12))
     row = {"repo_name": "r", "file_path": "a.py", "context": [{"path": "b.py", "snippet": snippet}],
            "import_statement": "from b import helper_3", "cropped_code": "x = 1", "next_line": "y = helper_3(x)",

@@ -106,3 +106,22 @@ def test_token_nll_matches_one_unpadded_forward_per_row(tiny, one_thread):
         want = torch.nn.functional.cross_entropy(logits, torch.tensor(row[1:]), reduction="none")
         assert nll.shape == (len(row) - 1,)
         torch.testing.assert_close(nll, want, rtol=1e-4, atol=1e-4)
+
+
+def test_a_deadline_bounds_scoring_and_later_calls_finish_it():
+    import time
+
+    calls: list = []
+    chunks = [*FILLER, NEEDED]
+    zipper = LongCodeZip(copy_nll(calls), encode_words, ZipConfig(fine=False, candidates=100, batch_tokens=16))
+    budget = 2 * zipper.count(NEEDED.text)
+    late = zipper.compress(chunks, query_text(QUERY_PREFIX, 8), budget, deadline=time.perf_counter() - 1)
+    assert calls == [] and late.scored == 0 and late.unscored == len(chunks)
+    assert [c.path for c in late.chunks] == [c.path for c in chunks[: len(late.chunks)]]  # the input's order
+    assert late.tokens_out <= budget
+    done = zipper.compress(chunks, query_text(QUERY_PREFIX, 8), budget, deadline=time.perf_counter() + 60)
+    assert len(calls) > 1 and done.scored == len(chunks) and done.unscored == 0  # in groups, all in time
+    fresh = LongCodeZip(copy_nll(), encode_words, ZipConfig(fine=False, candidates=100))
+    assert [c.text for c in done.chunks] == [c.text for c in fresh.compress(chunks, query_text(QUERY_PREFIX, 8),
+                                                                            budget).chunks]
+    assert any("compute_total" in c.text for c in done.chunks)
