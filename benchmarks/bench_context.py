@@ -12,10 +12,17 @@ script only reads their ``samples.jsonl`` and prints, per configuration:
 * LongCodeZip's own time: p50/p95 of its compression ms when it had to score (the query or the
   functions were new) and when every score came from its cache.
 
+``--typing PACKAGE`` instead replays typing a function body of an installed package word by word
+through one ``CompletionService`` per context mode (the editor's pipeline: the service gathers the
+cross-file context itself), modes alternating per request, and prints per mode how much of each
+prompt the KV cache already held (reused / prompt tokens), the context block's size and the
+request's time — the cross-file block comes first in the prompt and must not break prefix reuse.
+
 Usage (the commands of RESULTS.md "Cross-file context"):
 
     python benchmarks/bench_context.py runs/e10/records-rich runs/e10/records-click --reference context:truncate:/1
     python benchmarks/bench_context.py runs/e10/repo-rich runs/e10/repo-click --reference plain
+    python benchmarks/bench_context.py --typing click --requests 40 --out benchmarks/raw/e10/typing.rows.jsonl
 """
 
 from __future__ import annotations
@@ -77,11 +84,59 @@ def table(rows: list[dict], reference: str) -> list[str]:
     return out
 
 
+def typing(package: str, requests: int, modes: list[str], out: Path | None) -> None:
+    import torch
+    from bench_suffix import typing_session
+
+    from codedec.engine import Engine
+    from codedec.loading import load_model
+    from codedec.service import CompletionRequest, CompletionService, ServerSettings
+
+    loaded = load_model("smollm2")
+    services = {m: CompletionService(Engine(loaded), threads=torch.get_num_threads()) for m in modes}
+    rows = []
+    for i, item in enumerate(typing_session(package, 0, requests)):
+        order = modes if i % 2 == 0 else modes[::-1]
+        for mode in order:
+            req = CompletionRequest.from_settings(
+                ServerSettings(context=mode), id=f"{mode}:{i}", doc=item["path"], prefix=item["prefix"],
+                suffix=item["suffix"], single_line=item["single_line"], path=item["path"], max_tokens=16)
+            res = services[mode].complete(req)
+            st = res.stats
+            rows.append({"mode": mode, "i": i, "id": item["id"], "prompt_tokens": st.get("prompt_tokens"),
+                         "reused_tokens": st.get("reused_tokens"), "edit_rotated": st.get("edit_rotated"),
+                         "total_ms": st.get("total_ms"), "service_ms": st.get("service_ms"),
+                         "context": st.get("context"), "finish": res.finish_reason})
+    for svc in services.values():
+        svc.close()
+    if out is not None:
+        out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    print(f"typing a function of {package}: {len(rows) // len(modes)} requests per mode, SmolLM2 fp32, "
+          f"{torch.get_num_threads()} threads")
+    print(f"{'mode':10} {'block tok p50':>13} {'prompt tok p50':>14} {'reused / prompt (after the first)':>34} "
+          f"{'service ms p50/p95':>19}")
+    for mode in modes:
+        mine = [r for r in rows if r["mode"] == mode]
+        later = mine[1:]
+        reuse = [r["reused_tokens"] / r["prompt_tokens"] for r in later if r["prompt_tokens"]]
+        block = [(r["context"] or {}).get("tokens_out", 0) for r in mine]
+        ms = [r["service_ms"] for r in mine]
+        print(f"{mode:10} {statistics.median(block):13.0f} {statistics.median(r['prompt_tokens'] for r in mine):14.0f} "
+              f"{spread(reuse):>34} {pct(ms, .5):9.0f} / {pct(ms, .95):.0f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("runs", nargs="+", type=Path, help="codedec eval output directories (pooled)")
+    ap.add_argument("runs", nargs="*", type=Path, help="codedec eval output directories (pooled)")
     ap.add_argument("--reference", default="context:truncate:/1", help="the configuration the others are paired with")
+    ap.add_argument("--typing", metavar="PACKAGE", help="replay typing in an installed package instead")
+    ap.add_argument("--requests", type=int, default=40)
+    ap.add_argument("--modes", default="none,truncate")
+    ap.add_argument("--out", type=Path, default=None, help="--typing: per-request rows (JSONL)")
     args = ap.parse_args()
+    if args.typing:
+        typing(args.typing, args.requests, args.modes.split(","), args.out)
+        return
     rows = []
     for run in args.runs:
         for r in rows_of(run):
