@@ -561,6 +561,22 @@ class CompletionService:
             chunks = ()
         return chunks, current, (time.perf_counter() - t0) * 1000.0
 
+    def _streamable(self, request: CompletionRequest, prepared, tokens: list[int],
+                    uncertainty: list[tuple[float, float]], text: str) -> str:
+        """How much of the raw ``text`` so far may stream to the editor: nothing once the first
+        token is to be withheld, and not past an uncertainty cut — the partials never show what
+        the final answer takes back (``_uncertainty_rules``)."""
+        from codedec.uncertainty import spike_cut, withhold
+
+        if request.min_first_prob is not None and withhold(uncertainty, request.min_first_prob):
+            return ""
+        if request.uncertainty_cut is not None and not request.single_line and len(tokens) == len(uncertainty):
+            table = self.engine.vocab.token_bytes
+            keep = spike_cut([table[t] for t in tokens], uncertainty, request.uncertainty_cut, prepared.heal_text)
+            if keep is not None:
+                return text[:keep]
+        return text
+
     def _attach_speculation(self, strategy: Any, request: CompletionRequest, prepared: Any) -> None:
         """Give a speculative strategy the service's global index of earlier completions, its
         governor and the request's references: the text after the cursor (unless the prompt
@@ -623,6 +639,7 @@ class CompletionService:
         tokens: list[int] = []
         uncertainty: list[tuple[float, float]] = []
         first_text_ms: float | None = None
+        streamed = 0  # characters of the text already streamed (the editor's rules may hold some back)
         last = None
         for step in engine.generate(prepared.prompt_ids, prepared.params, prepared.chain, strategy,
                                     session=request.doc, cancel=request.cancel, edit_aware=request.pie,
@@ -639,10 +656,13 @@ class CompletionService:
             if first_text_ms is None:
                 first_text_ms = step.elapsed_ms
             if request.on_delta is not None:
-                try:
-                    request.on_delta(step.text, text)
-                except Exception:  # a frontend callback must not end the generation
-                    log.exception("on_delta callback of %s failed", request.id)
+                visible = self._streamable(request, prepared, tokens, uncertainty, text)
+                if len(visible) > streamed:
+                    try:
+                        request.on_delta(visible[streamed:], visible)
+                    except Exception:  # a frontend callback must not end the generation
+                        log.exception("on_delta callback of %s failed", request.id)
+                    streamed = len(visible)
         m = last.metrics
         stats = {
             "queue_ms": queue_ms,

@@ -98,9 +98,14 @@ def test_the_service_cuts_at_the_uncertain_line(tiny):
     try:
         off = complete(service)
         assert "b = 2" in off.text and "c = 3" in off.text
-        cut = complete(service, uncertainty_cut=2.0)
+        partials: dict[str, list[str]] = {"off": [], "cut": []}
+        off = complete(service, on_delta=lambda _d, text: partials["off"].append(text))
+        cut = complete(service, uncertainty_cut=2.0, on_delta=lambda _d, text: partials["cut"].append(text))
         assert cut.text.strip() == "a = 1" and cut.stats["uncertainty_cut_chars"] > 0
         assert cut.raw_text == off.raw_text  # the rule changes what is shown, not what was generated
+        # the streamed partials never show what the final answer takes back
+        assert any("b = 2" in t for t in partials["off"]) and partials["cut"]
+        assert all("b" not in t and cut.raw_text.startswith(t) for t in partials["cut"])
     finally:
         service.close()
 
@@ -110,7 +115,12 @@ def test_the_service_withholds_an_unsure_first_token(tiny):
     try:
         shown = complete(service)
         assert shown.text.strip() == "a = 1" and shown.stats["first_token_prob"] < 0.05
-        held = complete(service, min_first_prob=0.2)
+        streamed: list[str] = []
+        held = complete(service, min_first_prob=0.2, on_delta=lambda _d, text: streamed.append(text))
         assert held.text == "" and held.stats["withheld"] is True
+        assert streamed == []  # nothing streamed either
+        complete(service, min_first_prob=shown.stats["first_token_prob"] / 2,
+                 on_delta=lambda _d, text: streamed.append(text))
+        assert streamed  # a sure enough first token streams
     finally:
         service.close()
