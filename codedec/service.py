@@ -521,21 +521,30 @@ class CompletionService:
         """The editor's uncertainty rules (``codedec.uncertainty``) on the generated ``text``:
         withhold when the first token is unlikely, cut a multi-line suggestion at the first
         uncertain line after its first. What they did goes into ``stats``."""
-        from codedec.uncertainty import spike_cut, withhold
-
         if uncertainty and not math.isnan(uncertainty[0][1]):
             stats["first_token_prob"] = uncertainty[0][1]
-        if request.min_first_prob is not None and withhold(uncertainty, request.min_first_prob):
+        shown, why = self._shown(request, prepared, tokens, uncertainty, text)
+        if why == "withheld":
             stats["withheld"] = True
-            return ""
+        elif why == "cut":
+            stats["uncertainty_cut_chars"] = len(text) - len(shown)
+        return shown
+
+    def _shown(self, request: CompletionRequest, prepared, tokens: list[int],
+               uncertainty: list[tuple[float, float]], text: str) -> tuple[str, str | None]:
+        """(how much of the raw ``text`` so far the editor may show, why less: ``withheld``,
+        ``cut`` or None). The final answer and every streamed partial go through it, so the
+        partials never show what the final answer takes back."""
+        from codedec.uncertainty import spike_cut, withhold
+
+        if request.min_first_prob is not None and withhold(uncertainty, request.min_first_prob):
+            return "", "withheld"
         if request.uncertainty_cut is not None and not request.single_line and len(tokens) == len(uncertainty):
             table = self.engine.vocab.token_bytes
-            keep = spike_cut([table[t] for t in tokens], uncertainty, request.uncertainty_cut,
-                             prepared.heal_text)
+            keep = spike_cut([table[t] for t in tokens], uncertainty, request.uncertainty_cut, prepared.heal_text)
             if keep is not None and keep < len(text):
-                stats["uncertainty_cut_chars"] = len(text) - keep
-                return text[:keep]
-        return text
+                return text[:keep], "cut"
+        return text, None
 
     def _context_for(self, request: CompletionRequest) -> tuple[tuple, str, float]:
         """(cross-file chunks, the file's path as shown, ms spent gathering): the client's own
@@ -560,22 +569,6 @@ class CompletionService:
             log.exception("gathering cross-file context for %s failed", request.path)
             chunks = ()
         return chunks, current, (time.perf_counter() - t0) * 1000.0
-
-    def _streamable(self, request: CompletionRequest, prepared, tokens: list[int],
-                    uncertainty: list[tuple[float, float]], text: str) -> str:
-        """How much of the raw ``text`` so far may stream to the editor: nothing once the first
-        token is to be withheld, and not past an uncertainty cut — the partials never show what
-        the final answer takes back (``_uncertainty_rules``)."""
-        from codedec.uncertainty import spike_cut, withhold
-
-        if request.min_first_prob is not None and withhold(uncertainty, request.min_first_prob):
-            return ""
-        if request.uncertainty_cut is not None and not request.single_line and len(tokens) == len(uncertainty):
-            table = self.engine.vocab.token_bytes
-            keep = spike_cut([table[t] for t in tokens], uncertainty, request.uncertainty_cut, prepared.heal_text)
-            if keep is not None:
-                return text[:keep]
-        return text
 
     def _attach_speculation(self, strategy: Any, request: CompletionRequest, prepared: Any) -> None:
         """Give a speculative strategy the service's global index of earlier completions, its
@@ -656,7 +649,7 @@ class CompletionService:
             if first_text_ms is None:
                 first_text_ms = step.elapsed_ms
             if request.on_delta is not None:
-                visible = self._streamable(request, prepared, tokens, uncertainty, text)
+                visible, _ = self._shown(request, prepared, tokens, uncertainty, text)
                 if len(visible) > streamed:
                     try:
                         request.on_delta(visible[streamed:], visible)

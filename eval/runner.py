@@ -230,6 +230,7 @@ def run_eval(task: Task, engine: Any, configs: Sequence[RunConfig], settings: Ru
     bar = tqdm(total=len(jobs), initial=len(jobs) - len(pending), disable=not progress, unit="sample",
                desc=f"{task.name} [{model}]", dynamic_ncols=True)
     warmed: set[RunConfig] = set()
+    whole: dict[str, int] = {}  # task id -> tokens of its whole cross-file context block
     import torch
 
     # A fixed thread count: configurations compared side by side must not differ by the load.
@@ -241,7 +242,9 @@ def run_eval(task: Task, engine: Any, configs: Sequence[RunConfig], settings: Ru
             bar.set_postfix_str(config.label, refresh=False)
             context_tokens = config.context_tokens
             if config.context_fraction:
-                context_tokens = -(-_whole_context(engine, sample) // config.context_fraction)
+                if sample.task_id not in whole:  # once per sample, not per configuration
+                    whole[sample.task_id] = _whole_context(engine, sample)
+                context_tokens = -(-whole[sample.task_id] // config.context_fraction)
             knobs = ServerSettings(decoding=config.decoding, heal=config.heal, strategy=config.strategy,
                                    context=config.context, context_tokens=context_tokens,
                                    max_tokens=max_new,

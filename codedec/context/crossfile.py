@@ -25,6 +25,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+from codedec.context.fim import encode_marker, encode_text
 from codedec.context.longcodezip import LongCodeZip, NllFn, ZipConfig, query_text
 from codedec.context.repository import ContextChunk
 
@@ -58,9 +59,7 @@ class CrossFile:
         self._nll = nll
 
     def _encode(self, text: str) -> list[int]:
-        if not text:
-            return []
-        return self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
+        return encode_text(self.tokenizer, text)
 
     def _encode_lines(self, lines: list[str]) -> list[list[int]]:
         return self.tokenizer(lines, add_special_tokens=False, split_special_tokens=True)["input_ids"]
@@ -81,11 +80,11 @@ class CrossFile:
             return []
         repo = self.preset.get("repo")
         if repo:
-            special = lambda s: self.tokenizer.encode(s, add_special_tokens=False)  # noqa: E731
-            ids = special(repo["repo_name"]) + self._encode(f"{repo_name}\n") if repo_name else []
+            tok = self.tokenizer
+            ids = encode_marker(tok, repo["repo_name"]) + self._encode(f"{repo_name}\n") if repo_name else []
             for c in _merged(chunks):
-                ids += special(repo["file_sep"]) + self._encode(f"{c.path}\n{_line_ended(c.text)}")
-            return ids + special(repo["file_sep"]) + self._encode(f"{current_path}\n")
+                ids += encode_marker(tok, repo["file_sep"]) + self._encode(f"{c.path}\n{_line_ended(c.text)}")
+            return ids + encode_marker(tok, repo["file_sep"]) + self._encode(f"{current_path}\n")
         parts = [f"# Repo Name: {repo_name}\n"] if repo_name else []
         parts += [f"# Path: {c.path}\n{_line_ended(c.text)}\n" for c in _merged(chunks)]
         return self._encode("".join(parts) + f"# Path: {current_path}\n")
@@ -104,8 +103,8 @@ class CrossFile:
         t0 = time.perf_counter()
         stats: dict = {"mode": mode, "chunks_in": len(chunks)}
         zipper = self._zip(mode == "longcodezip") if mode in ("longcodezip", "coarse") else None
+        overhead = len(self.render([ContextChunk("", "", "given")], current_path, repo_name))  # an empty chunk's block
         if zipper is not None:
-            overhead = len(self.render([ContextChunk("", "", "given")], current_path, repo_name))
             query = query_text(prefix, zipper.config.query_lines)
             z = zipper.compress(chunks, query, max(0, budget - overhead), deadline)
             headers = self._header_cost(z.chunks)
@@ -119,7 +118,7 @@ class CrossFile:
                          cached=z.cached, **({"unscored": z.unscored} if z.unscored else {}))
         else:
             kept = list(chunks)
-        ids, kept = self._truncate(kept, budget, current_path, repo_name)
+        ids, kept = self._truncate(kept, budget, overhead, current_path, repo_name)
         stats.update(chunks_out=len(kept), tokens_out=len(ids), ms=round((time.perf_counter() - t0) * 1000.0, 3))
         return CrossFileBlock(ids, kept, stats)
 
@@ -127,12 +126,12 @@ class CrossFile:
         """Tokens the path headers of ``chunks`` take (adjacent chunks of one file share one)."""
         return sum(len(self._encode(f"# Path: {c.path}\n\n")) for c in _merged(chunks))
 
-    def _truncate(self, chunks: list[ContextChunk], budget: int, current_path: str,
+    def _truncate(self, chunks: list[ContextChunk], budget: int, overhead: int, current_path: str,
                   repo_name: str) -> tuple[list[int], list[ContextChunk]]:
         """The longest head of ``chunks`` (whole chunks, then whole lines of the next) whose
-        block fits in ``budget`` tokens. Costs are summed per chunk (each tokenized once), then
-        the joined block is verified and trimmed line by line if the join tokenizes longer."""
-        overhead = len(self.render([ContextChunk("", "", "given")], current_path, repo_name))
+        block fits in ``budget`` tokens (``overhead``: the block of one empty chunk). Costs are
+        summed per chunk (each tokenized once), then the joined block is verified and trimmed
+        line by line if the join tokenizes longer."""
         used = overhead - len(self._encode("# Path: \n\n"))
         kept: list[ContextChunk] = []
         for chunk in chunks:

@@ -46,7 +46,7 @@ class Prompt:
     dropped_suffix_lines: int = 0
 
 
-def _encode(tokenizer, text: str) -> list[int]:
+def encode_text(tokenizer, text: str) -> list[int]:
     """Ids of user text. A literal "<|endoftext|>" or FIM marker in a file stays text: special
     tokens are never produced from user text (``split_special_tokens``)."""
     if not text:
@@ -54,7 +54,7 @@ def _encode(tokenizer, text: str) -> list[int]:
     return tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
 
 
-def _marker(tokenizer, text: str) -> list[int]:
+def encode_marker(tokenizer, text: str) -> list[int]:
     """Ids of a FIM marker: the special token itself."""
     return tokenizer.encode(text, add_special_tokens=False)
 
@@ -151,10 +151,10 @@ def _stable_tail(tokenizer, text: str, line_start: int, budget: int) -> tuple[st
     room = FITS_CHARS_PER_TOKEN * budget
     excess = len(text) - line_start - room
     cut = line_start + max(0, -(-excess // step) * step)
-    ids = _encode(tokenizer, text[cut:])
+    ids = encode_text(tokenizer, text[cut:])
     while len(ids) > budget and cut < len(text):
         cut = min(len(text), cut + step)
-        ids = _encode(tokenizer, text[cut:])
+        ids = encode_text(tokenizer, text[cut:])
     return text[cut:], ids
 
 
@@ -173,7 +173,7 @@ def fit_prefix(tokenizer, prefix: str, budget: int, align: int = 1) -> tuple[str
     if budget <= 0:
         return "", [], n_lines
     if len(prefix) <= FITS_CHARS_PER_TOKEN * budget:  # may fit whole: one tokenization then
-        ids = _encode(tokenizer, prefix)
+        ids = encode_text(tokenizer, prefix)
         if len(ids) <= budget:
             return prefix, ids, 0
     kept = _walk(tokenizer, prefix, _lines_backward(prefix), budget)
@@ -197,7 +197,7 @@ def _encode_bounded(tokenizer, text: str, budget: int) -> list[int] | None:
     """``text``'s ids if they fit in ``budget``, else None (a text far too long is not tokenized)."""
     if len(text) > TOO_LONG_CHARS_PER_TOKEN * budget:
         return None
-    ids = _encode(tokenizer, text)
+    ids = encode_text(tokenizer, text)
     return ids if len(ids) <= budget else None
 
 
@@ -206,7 +206,7 @@ def fit_suffix(tokenizer, suffix: str, budget: int) -> tuple[str, list[int], int
     dropped lines). A suffix that fits whole is tokenized once; otherwise only the lines near
     the cursor are looked at."""
     if len(suffix) <= FITS_CHARS_PER_TOKEN * budget:
-        ids = _encode(tokenizer, suffix)
+        ids = encode_text(tokenizer, suffix)
         if len(ids) <= budget:
             return suffix, ids, 0
     n_lines = _line_count(suffix)
@@ -255,7 +255,7 @@ def build_prompt(
         markers = []
         suffix_budget = 0
     else:
-        markers = [_marker(tokenizer, fim[key]) for key in ("prefix", "suffix", "middle")]
+        markers = [encode_marker(tokenizer, fim[key]) for key in ("prefix", "suffix", "middle")]
         suffix_budget = int((max_tokens - len(context_ids)) * suffix_share) if suffix else 0
     context_ids = list(context_ids)
     overhead = len(bos) + sum(len(m) for m in markers) + len(context_ids)

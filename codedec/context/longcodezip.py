@@ -32,6 +32,7 @@ What it is not: gathering the chunks (``codedec.context.repository``) or laying 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import time
 from collections import OrderedDict
@@ -90,10 +91,18 @@ class _Unit:
     line_ids: list[list[int]]
     ami: float = 0.0
     self_nll: list[float] = field(default_factory=list)  # per token of the unit (first: the mean)
+    starts: list[int] = field(init=False)  # token offset of each line, and the total last
+
+    def __post_init__(self) -> None:
+        self.starts = [0, *itertools.accumulate(map(len, self.line_ids))]
 
     @property
     def tokens(self) -> int:
-        return sum(map(len, self.line_ids))
+        return self.starts[-1]
+
+    def span(self, a: int, b: int) -> int:
+        """Tokens of lines [a, b)."""
+        return self.starts[b] - self.starts[a]
 
     @property
     def ids(self) -> list[int]:
@@ -219,11 +228,10 @@ class LongCodeZip:
 
     def _blocks(self, u: _Unit) -> list[tuple[int, int]]:
         """Line ranges [a, b) of ``u``'s blocks: ends after a perplexity spike or a blank line."""
-        means, at = [], 0
-        for ids in u.line_ids:
-            vals = u.self_nll[at: at + len(ids)]
+        means = []
+        for i in range(len(u.line_ids)):
+            vals = u.self_nll[u.starts[i]: u.starts[i + 1]]
             means.append(sum(vals) / len(vals) if vals else 0.0)
-            at += len(ids)
         n = len(means)
         mu = sum(means) / n
         sd = math.sqrt(sum((m - mu) ** 2 for m in means) / n)
@@ -253,17 +261,16 @@ class LongCodeZip:
         for u in ranked:
             blocks = self._blocks(u)
             first = blocks[0]
-            cost = sum(len(ids) for ids in u.line_ids[first[0]: first[1]]) + (ELISION_TOKENS if len(blocks) > 1 else 0)
+            cost = u.span(*first) + (ELISION_TOKENS if len(blocks) > 1 else 0)
             if used + cost > budget:
                 continue  # not even its signature fits: the unit goes
             used += cost
             forced[u.order] = [first]
             for a, b in blocks[1:]:
-                tokens = sum(len(ids) for ids in u.line_ids[a:b])
+                tokens = u.span(a, b)
                 if tokens == 0:
                     continue
-                start = sum(len(ids) for ids in u.line_ids[:a])
-                info = sum(u.self_nll[start: start + tokens]) / tokens
+                info = sum(u.self_nll[u.starts[a]: u.starts[b]]) / tokens
                 overlap = len(identifiers("".join(u.lines[a:b])) & q_ids) / (len(q_ids) or 1)
                 items.append((tokens * info * (1.0 + 2.0 * overlap) * weight[u.order], tokens, u.order, (a, b)))
         chosen = _knapsack([(v, t) for v, t, _, _ in items], budget - used)
@@ -304,7 +311,7 @@ class LongCodeZip:
             blocks = {u.order: [(0, len(u.lines))] for u in kept}
         texts: dict[int, list[str]] = {}
         out_tokens = 0
-        for u in sorted(units, key=lambda u: u.order):
+        for u in units:  # input order
             if u.order not in blocks:
                 continue
             parts, last = [], 0
@@ -313,7 +320,7 @@ class LongCodeZip:
                     parts.append(_elision(u.lines[last:a]))
                     out_tokens += ELISION_TOKENS
                 parts.extend(u.lines[a:b])
-                out_tokens += sum(len(ids) for ids in u.line_ids[a:b])
+                out_tokens += u.span(a, b)
                 last = b
             if last < len(u.lines):
                 parts.append(_elision(u.lines[last:]))

@@ -124,7 +124,10 @@ class Workspace:
         self._modules: dict[str, str] = {}  # dotted module name -> file path
         self._walker: Iterator[str] | None = self._walk()
         self._files = 0
-        self._outlines: OrderedDict[str, tuple[object, Outline, frozenset[str]]] = OrderedDict()
+        self._texts: OrderedDict[str, tuple[object, str]] = OrderedDict()  # path -> (version, text)
+        self._outlines: OrderedDict[str, tuple[object, Outline]] = OrderedDict()
+        # the prompt shows paths relative to the root (its parent when the root is a package: click/core.py)
+        self._display_base = self.root.parent if (self.root / "__init__.py").exists() else self.root
         self._skipped: set[str] = set()
         self._unit_idents: dict[tuple[str, int], frozenset[str]] = {}
 
@@ -153,15 +156,11 @@ class Workspace:
                 self._modules.setdefault(name, path)
         return True
 
-    def module_path(self, name: str) -> str | None:
-        return self._modules.get(name)
-
     def display(self, path: str) -> str:
         """``path`` as the prompt shows it: relative to the root (to its parent when the root
         is a package itself, so ``click/core.py``)."""
-        base = self.root.parent if (self.root / "__init__.py").exists() else self.root
         try:
-            return Path(path).resolve().relative_to(base).as_posix()
+            return Path(path).resolve().relative_to(self._display_base).as_posix()
         except ValueError:
             return Path(path).name
 
@@ -169,10 +168,24 @@ class Workspace:
 
     def text(self, path: str) -> str | None:
         """The file's text (an open document's own), or None when it is unreadable, binary or
-        too big (logged once per file)."""
-        override = self.read_override(path)
-        if override is not None:
-            return override
+        too big (logged once per file); read once per version."""
+        version = self._version(path)
+        if version is None:
+            return None
+        if version[0] == "open":
+            return version[1]
+        cached = self._texts.get(path)
+        if cached is not None and cached[0] == version:
+            self._texts.move_to_end(path)
+            return cached[1]
+        text = self._read(path)
+        if text is not None:
+            self._texts[path] = (version, text)
+            while len(self._texts) > OUTLINE_CACHE:
+                self._texts.popitem(last=False)
+        return text
+
+    def _read(self, path: str) -> str | None:
         try:
             with open(path, "rb") as f:
                 data = f.read(self.max_file_bytes + 1)
@@ -196,10 +209,11 @@ class Workspace:
             self._skipped.add(path)
             log.info("repository context: skipping %s: %s", path, why)
 
-    def _version(self, path: str) -> object | None:
+    def _version(self, path: str) -> tuple | None:
+        """("open", text) for an open document, (mtime, size) on disk, None when it is gone."""
         override = self.read_override(path)
         if override is not None:
-            return ("open", hash(override))
+            return ("open", override)
         try:
             st = os.stat(path)
         except OSError:
@@ -217,7 +231,7 @@ class Workspace:
         if text is None:
             return None
         parsed = outline(text)
-        self._outlines[path] = (version, parsed, frozenset())
+        self._outlines[path] = (version, parsed)
         while len(self._outlines) > OUTLINE_CACHE:
             self._outlines.popitem(last=False)
         return parsed
@@ -314,10 +328,11 @@ class RepositoryContext:
         deadline = _Deadline(budget_ms)
         path = os.path.abspath(path)
         self.workspace.index(deadline)
-        current = self._imports_of(prefix + suffix)
+        text = prefix + suffix
+        current = self._imports_of(text)
         seen: set[tuple[str, int]] = set()
         out: list[ContextChunk] = []
-        for chunk in self._imported(path, current, prefix + suffix, deadline):
+        for chunk in self._imported(path, current, text, deadline):
             if (chunk.path, chunk.line) not in seen:
                 seen.add((chunk.path, chunk.line))
                 out.append(chunk)

@@ -19,13 +19,6 @@ PREFIX = "def add(a, b):\n    return a + b\n\n\ndef main():\n"
 TIMEOUT = 30
 
 
-@pytest.fixture()
-def service(tiny):
-    svc = CompletionService(Engine(tiny))
-    yield svc
-    svc.close()
-
-
 def req(id, doc="file:///a.py", prefix=PREFIX, **kw):
     kw.setdefault("max_tokens", 12)
     return CompletionRequest(id=id, doc=doc, prefix=prefix, **kw)

@@ -6,8 +6,7 @@ import logging
 
 import pytest
 
-from codedec.engine import Engine
-from codedec.service import CompletionRequest, CompletionService, DocumentStore, TextEdit
+from codedec.service import CompletionRequest, DocumentStore, TextEdit
 from codedec.text import for_model, lines_normalized, replace_surrogates
 
 
@@ -26,13 +25,6 @@ def test_lines_normalized():
 def test_the_tokenizer_refuses_a_lone_surrogate_so_the_rule_is_needed(tiny):
     with pytest.raises(TypeError):
         tiny.tokenizer.encode("x = '\ud800'")
-
-
-@pytest.fixture()
-def service(tiny):
-    svc = CompletionService(Engine(tiny))
-    yield svc
-    svc.close()
 
 
 def test_a_lone_surrogate_in_the_prompt_completes_and_is_reported_once(service, caplog):

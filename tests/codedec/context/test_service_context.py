@@ -4,17 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from codedec.engine import Engine
-from codedec.service import CompletionRequest, CompletionService, ServerSettings
+from codedec.service import CompletionRequest, ServerSettings
 
 TIMEOUT = 60
-
-
-@pytest.fixture()
-def service(tiny):
-    svc = CompletionService(Engine(tiny))
-    yield svc
-    svc.close()
 
 
 @pytest.fixture()
