@@ -10,7 +10,8 @@ script only reads their ``samples.jsonl`` and prints, per configuration:
 * latency: p50/p95 of the whole completion (the engine's time plus gathering and fitting the
   context), and the paired per-record ratio against the reference;
 * LongCodeZip's own time: p50/p95 of its compression ms when it had to score (the query or the
-  functions were new) and when every score came from its cache.
+  functions were new) and when every score came from its cache;
+* gathering (service-gathered context only): p50 and max ms the service spent collecting chunks.
 
 ``--typing PACKAGE`` instead replays typing a function body of an installed package word by word
 through one ``CompletionService`` per context mode (the editor's pipeline: the service gathers the
@@ -61,7 +62,7 @@ def table(rows: list[dict], reference: str) -> list[str]:
     whole = by.get("context:truncate:/1", {})
     out = [f"{'config':24} {'n':>4} {'EM':>6} {'ES':>6} {'EM +/- vs ref':>14} {'block tok':>9} "
            f"{'compression':>19} {'p50 ms':>7} {'p95 ms':>7} {'latency / ref':>19} {'zip ms scored p50/p95':>22} "
-           f"{'cached p50/p95':>15}"]
+           f"{'cached p50/p95':>15} {'gather ms p50/max':>18}"]
     for config, recs in by.items():
         keys = sorted(recs)
         em = 100 * sum(bool(recs[k]["em"]) for k in keys) / len(keys)
@@ -78,9 +79,11 @@ def table(rows: list[dict], reference: str) -> list[str]:
                   if "zip_ms" in recs[k].get("context", {}) and not recs[k]["context"].get("scored")]
         zs = f"{pct(scored, .5):.0f} / {pct(scored, .95):.0f} (n={len(scored)})" if scored else "-"
         zc = f"{pct(cached, .5):.0f} / {pct(cached, .95):.0f} (n={len(cached)})" if cached else "-"
+        gather = [recs[k]["context"]["gather_ms"] for k in keys if recs[k].get("context", {}).get("gather_ms")]
+        zg = f"{pct(gather, .5):.0f} / {max(gather):.0f}" if gather else "-"
         out.append(f"{config:24} {len(keys):4d} {em:6.1f} {es:6.1f} {f'+{win}/-{loss}':>14} "
                    f"{statistics.median(tokens):9.0f} {spread(ratios) if ratios else '-':>19} {pct(lat, .5):7.0f} "
-                   f"{pct(lat, .95):7.0f} {spread(lat_ratio):>19} {zs:>22} {zc:>15}")
+                   f"{pct(lat, .95):7.0f} {spread(lat_ratio):>19} {zs:>22} {zc:>15} {zg:>18}")
     return out
 
 
