@@ -9,7 +9,7 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 
 NPM_STAMP := vscode-extension/node_modules/.codedec-npm-ci
 
-.PHONY: install bubblewrap demo test vscode lint bench clean
+.PHONY: install bubblewrap demo test vscode vscode-e2e vscode-e2e-run lint bench clean
 
 install: $(STAMP) bubblewrap
 
@@ -43,6 +43,21 @@ demo: install
 test: install $(NPM_STAMP)
 	$(PY) -m pytest -q
 	cd vscode-extension && npm run --silent ci
+	@$(MAKE) --no-print-directory vscode-e2e-run
+
+# The extension inside a real VS Code (code-server + headless Chromium): the tools install once
+# (tests/vscode_e2e/install.sh: apt chromium, Node 24, code-server, puppeteer-core, cached under
+# ~/.cache/codedec/vscode-e2e), then the .vsix that `npm run ci` built is tested in the editor.
+# Screenshots: build/vscode-e2e/. CODEDEC_SKIP_VSCODE_E2E=1 skips it (said loudly).
+vscode-e2e: vscode vscode-e2e-run
+
+vscode-e2e-run:
+	@if [ -n "$$CODEDEC_SKIP_VSCODE_E2E" ]; then \
+	  echo "codedec: NOTE the real-VS-Code test is skipped (CODEDEC_SKIP_VSCODE_E2E is set)" >&2; \
+	else \
+	  bash tests/vscode_e2e/install.sh && \
+	  node --test --test-timeout=600000 tests/vscode_e2e/editor.test.mjs; \
+	fi
 
 # The VS Code extension: npm ci (redone when the lock file changes), then type-check, bundle,
 # unit + protocol tests (the protocol test starts the real server from .venv), and the .vsix.
@@ -61,4 +76,4 @@ bench: install
 	$(PY) benchmarks/bench_engine.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info vscode-extension/node_modules vscode-extension/dist vscode-extension/out vscode-extension/*.vsix
+	rm -rf $(VENV) build *.egg-info tests/vscode_e2e/node_modules vscode-extension/node_modules vscode-extension/dist vscode-extension/out vscode-extension/*.vsix

@@ -65,6 +65,7 @@ PARTIAL = "codedec/partial"
 ACCEPT = "codedec/accept"
 REJECT = "codedec/reject"
 STATUS = "codedec/status"
+OPEN_WAIT_S = 2.0  # how long a completion request for an unknown document waits for its didOpen
 ACCEPTED_COMMAND = "codedec.accepted"  # client-side command on each inline item (VS Code runs it on accept)
 
 
@@ -142,6 +143,7 @@ class CodedecServer(LanguageServer):
         self.loop: asyncio.AbstractEventLoop | None = None
         self._generation: dict[str, int] = {}
         self._wakers: dict[str, asyncio.Event] = {}  # the request debouncing per document
+        self._opening: dict[str, asyncio.Event] = {}  # requests waiting for their document's didOpen
         self._load_messages: list[str] = []
         self._load_t0 = time.perf_counter()
         self.max_message_bytes = DEFAULT_MAX_BYTES
@@ -308,12 +310,26 @@ class CodedecServer(LanguageServer):
 
     # ---- completion
 
+    async def wait_open(self, uri: str) -> Any:
+        """The document ``uri`` once its ``didOpen`` arrives, or None after ``OPEN_WAIT_S``. A client
+        that starts the server while the user types (VS Code's language client) can send the first
+        completion request before the ``didOpen`` of a document that was already open."""
+        event = self._opening.setdefault(uri, asyncio.Event())
+        try:
+            await asyncio.wait_for(event.wait(), OPEN_WAIT_S)
+        except TimeoutError:
+            pass
+        finally:
+            if self._opening.get(uri) is event and not event.is_set():
+                del self._opening[uri]
+        return self.ensure_service().documents.get(uri)
+
     async def complete_at(self, uri: str, position: types.Position, kind: str) -> Completed:
         """What to show for the cursor at ``position`` in ``uri`` (text ``""`` when there is
         nothing to show). Raises ``CancelledError`` when the client cancels the request."""
         t0 = time.perf_counter()
         msg_id = self.protocol.msg_id
-        doc = self.ensure_service().documents.get(uri)
+        doc = self.ensure_service().documents.get(uri) or await self.wait_open(uri)
         if doc is None:
             self.client_log(
                 types.MessageType.Warning, f"completion requested for a document that is not open: {uri}"
@@ -468,6 +484,9 @@ def register_features(server: CodedecServer) -> CodedecServer:
         d = params.text_document
         ls.ensure_service().documents.open(d.uri, d.text, d.version, d.language_id,
                                            path=uris.to_fs_path(d.uri) if d.uri.startswith("file:") else None)
+        waiting = ls._opening.pop(d.uri, None)
+        if waiting is not None:
+            waiting.set()
         if "monitor" in ls.settings.decoding and d.language_id == "python" and d.uri.startswith("file:"):
             from codedec.processors.monitor import warm_language_server
 

@@ -355,3 +355,20 @@ async def test_accept_and_reject_are_logged(client: LanguageClient):
     await until(lambda: {"accept", "reject"} <= {e["event"] for e in events(client)}, "telemetry lines")
     (acc,) = [e for e in events(client) if e["event"] == "accept"]
     assert acc["id"] == "a-1" and acc["acceptedChars"] == 12 and acc["ts"] > 0
+
+
+async def test_a_request_sent_before_did_open_waits_for_it(client: LanguageClient):
+    """VS Code's language client, started while the user types, can send the first inline
+    request before the didOpen of a document that was already open: the request waits for the
+    didOpen (up to OPEN_WAIT_S) instead of answering nothing."""
+    await until(lambda: any(s["state"] == "ready" for s in client.statuses), "the model")
+    uri = f"file:///work/doc{next(_docs)}.py"
+    early = asyncio.ensure_future(inline(client, uri, end_of(SOURCE)))
+    await asyncio.sleep(0.3)
+    client.text_document_did_open(
+        types.DidOpenTextDocumentParams(
+            text_document=types.TextDocumentItem(uri=uri, language_id="python", version=1, text=SOURCE)
+        )
+    )
+    got = await early
+    assert got, [m.message for m in client.log_messages][-5:]

@@ -1,54 +1,8 @@
 -- Drives the codedec plugin in a headless Neovim like a user would (keys through nvim_input, the
 -- main loop running between steps) and writes what it saw to $CODEDEC_TEST_OUT as JSON.
 -- Every wait is bounded; a global deadline always writes the file and quits.
-local out = vim.env.CODEDEC_TEST_OUT
-local result = { steps = {} }
-local done = false
-
-local function finish(err)
-  if done then return end
-  done = true
-  result.error = err
-  result.status = require("codedec").status_line()
-  vim.fn.writefile({ vim.json.encode(result) }, out)
-  vim.defer_fn(function() vim.cmd("qa!") end, 200) -- let the accept notification leave
-end
-
-vim.defer_fn(function() finish("deadline: stuck at step " .. #result.steps) end, tonumber(vim.env.CODEDEC_TEST_DEADLINE_MS))
-
--- wait_for(cond, ms, then_fn): poll cond every 20 ms on the main loop.
-local function wait_for(what, cond, ms, then_fn)
-  local t0 = vim.uv.now()
-  local function poll()
-    if done then return end
-    local ok, v = pcall(cond)
-    if not ok then return finish(what .. ": " .. tostring(v)) end
-    if v then
-      table.insert(result.steps, what)
-      local ok2, err = pcall(then_fn)
-      if not ok2 then finish(what .. ": " .. tostring(err)) end
-    elseif vim.uv.now() - t0 > ms then
-      finish("timed out waiting for: " .. what)
-    else
-      vim.defer_fn(poll, 20)
-    end
-  end
-  poll()
-end
-
-local function lines() return vim.api.nvim_buf_get_lines(0, 0, -1, false) end
-
-local function extmark_text()
-  local ns = vim.api.nvim_create_namespace("codedec")
-  local marks = vim.api.nvim_buf_get_extmarks(0, ns, 0, -1, { details = true })
-  if #marks == 0 then return nil end
-  local d = marks[1][4]
-  local parts = { table.concat(vim.tbl_map(function(c) return c[1] end, d.virt_text or {})) }
-  for _, l in ipairs(d.virt_lines or {}) do
-    table.insert(parts, table.concat(vim.tbl_map(function(c) return c[1] end, l)))
-  end
-  return { text = table.concat(parts, "\n"), row = marks[1][2], col = marks[1][3], pos = d.virt_text_pos }
-end
+local lib = dofile(vim.env.CODEDEC_TEST_LIB)
+local result, finish, wait_for, lines, extmark_text = lib.result, lib.finish, lib.wait_for, lib.lines, lib.extmark_text
 
 -- 4. a multi-line suggestion: <C-l> accepts one line and keeps the rest; <Esc> dismisses the rest.
 local function accept_line()
@@ -84,39 +38,14 @@ local function accept_line()
 end
 
 local ok, err = pcall(function()
-  vim.opt.runtimepath:prepend(vim.env.CODEDEC_TEST_PLUGIN)
-  local codedec = require("codedec")
-  codedec.setup({
-    cmd = vim.json.decode(vim.env.CODEDEC_TEST_CMD),
-    model = "tiny-random",
-    max_tokens = 24,
-    debounce_ms = 30,
-    settings = vim.json.decode(vim.env.CODEDEC_TEST_SETTINGS),
-  })
+  local codedec = lib.setup_plugin()
   vim.cmd("edit " .. vim.fn.fnameescape(vim.env.CODEDEC_TEST_FILE))
   local client
-  -- Record every final inlineCompletion answer, independently of the plugin's own bookkeeping.
-  result.answers = {}
   wait_for("client started", function()
     client = vim.lsp.get_clients({ name = "codedec" })[1]
     return client ~= nil
   end, 10000, function()
-    local orig = client.request
-    client.request = function(self, method, params, handler, bufnr)
-      local id
-      local ok, rid = orig(self, method, params, function(e, res, ctx, cfg)
-        if method == "textDocument/inlineCompletion" and not e then
-          local item = res and res.items and res.items[1]
-          if item and result.rewrite then -- the random model hardly ever emits a line break
-            item.insertText = result.rewrite
-          end
-          table.insert(result.answers, { id = id, text = item and item.insertText or "" })
-        end
-        return handler(e, res, ctx, cfg)
-      end, bufnr)
-      id = rid
-      return ok, rid
-    end
+    lib.record_answers(client)
     wait_for("model ready", function() return codedec.status().status == "idle" end, 30000, function()
       result.filetype = vim.bo.filetype
       -- 1. <Tab> with no suggestion on screen: the key's normal action (python ftplugin: 4 spaces).

@@ -81,6 +81,8 @@ export class Extension {
   private stopping = false;
   private generation = 0;
   private providerDisposable: vscode.Disposable | undefined;
+  private refreshing: Promise<void> | undefined;
+  private refreshAgain = false;
   private listeners: vscode.Disposable[] = [];
 
   constructor(
@@ -97,7 +99,7 @@ export class Extension {
     this.statusModel.setEnabled(this.settings.enabled);
     this.session = new InlineSession(
       {
-        onUpdate: () => void vs.commands.executeCommand("editor.action.inlineSuggest.trigger"),
+        onUpdate: (uri) => this.refresh(uri),
         onReject: (args) => void this.notify("codedec/reject", args),
         onFinished: (_uri, latencyMs, answer, error) => this.finished(latencyMs, answer, error),
       },
@@ -284,6 +286,56 @@ export class Extension {
   }
 
   /**
+   * The suggestion of `uri` changed (a partial or the final answer): make VS Code ask the provider
+   * again. VS Code keeps the items it got for a document version and cursor position, and answers
+   * a later trigger at the same place from them without calling the provider — the ghost text
+   * would stay at the first partial, or stay empty when the first call gave up waiting — so the
+   * kept items are dropped first (`hide`), then the provider is asked (`trigger`). Only while the
+   * active editor shows `uri` with the cursor where the request was made (hiding anywhere else
+   * would drop another suggestion); refreshes are serialized, a burst collapsing into one more.
+   */
+  private refresh(uri: string): void {
+    const editor = this.vs.window.activeTextEditor;
+    if (!editor || editor.document.uri.toString() !== uri) return;
+    const pos = editor.selection?.active;
+    if (pos && !this.session.current(uri, `${editor.document.version}:${pos.line}:${pos.character}`)) return;
+    this.reask();
+  }
+
+  /**
+   * The model just became ready: ask again where the cursor is. Typing while the server starts
+   * reaches the provider before there is a client to ask (or while the document is not yet open
+   * on the server), VS Code keeps that empty answer, and without this nothing would show until
+   * the next keystroke.
+   */
+  private readyAtCursor(): void {
+    const editor = this.vs.window.activeTextEditor;
+    const language = (editor?.document as { languageId?: string } | undefined)?.languageId;
+    if (!editor || !this.enabled || (language !== undefined && !this.settings.languages.includes(language))) return;
+    const uri = editor.document.uri.toString();
+    if (this.session.busy(uri)) return; // a request made while loading is answered by its partials
+    this.reask();
+  }
+
+  /** Drop VS Code's kept items and ask the provider again (serialized; a burst makes one more). */
+  private reask(): void {
+    if (this.refreshing) {
+      this.refreshAgain = true;
+      return;
+    }
+    const run = async () => {
+      do {
+        this.refreshAgain = false;
+        await this.vs.commands.executeCommand("editor.action.inlineSuggest.hide");
+        await this.vs.commands.executeCommand("editor.action.inlineSuggest.trigger");
+      } while (this.refreshAgain);
+    };
+    this.refreshing = run().catch((err) => this.log(`refreshing the suggestion: ${err}`)).finally(() => {
+      this.refreshing = undefined;
+    });
+  }
+
+  /**
    * Typing ahead: the cursor moved right on the line of the document's live request, and what
    * was typed there is the start of the suggestion -> the rest, without a new request. The whole
    * suggestion typed is reported as accepted (kind `typed`), and a new request follows.
@@ -320,7 +372,10 @@ export class Extension {
 
   private serverStatus(p: { state: string; message: string }): void {
     if (p.state === "loading") this.statusModel.loading(p.message);
-    else if (p.state === "ready") this.statusModel.ready();
+    else if (p.state === "ready") {
+      this.statusModel.ready();
+      this.readyAtCursor();
+    }
     else if (p.state === "error") this.statusModel.error(p.message);
     this.log(p.message);
   }

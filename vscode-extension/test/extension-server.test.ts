@@ -16,7 +16,7 @@ import * as path from "node:path";
 import { after, test } from "node:test";
 import { Extension, REAL_DEPS } from "../src/core";
 import { ConnectionClient } from "./connection-client";
-import { makeVscode, Position } from "./stub-vscode";
+import { activeEditor, makeVscode, Position } from "./stub-vscode";
 
 const ROOT = path.resolve(__dirname, "..", "..", "..");
 const CODEDEC = process.env.CODEDEC_EXE ?? path.join(ROOT, ".venv", "bin", "codedec");
@@ -83,6 +83,7 @@ test("ghost text: streamed, refreshed per partial, then the final item with its 
   const triggers = () => vs.executed.filter((c) => c === "editor.action.inlineSuggest.trigger").length;
   const before = triggers();
   const pos = new Position(5, 0);
+  vs.api.window.activeTextEditor = activeEditor(URI, 1, pos);
   const first = await ext.provide(doc(1) as any, pos as any, {} as any, token as any);
   assert.ok(first === undefined || Array.isArray(first));
   await until("the answer", () => !ext.session.busy(URI));

@@ -13,6 +13,11 @@ export class InlineCompletionItem {
   constructor(readonly insertText: string, readonly range?: Range, readonly command?: any) {}
 }
 
+/** An active text editor on `uri` (document `version`) with the cursor at `pos`. */
+export function activeEditor(uri: string, version: number, pos: Position) {
+  return { document: { uri: { toString: () => uri }, version }, selection: { active: pos } };
+}
+
 export function makeVscode(config: Record<string, unknown> = {}) {
   const commands = new Map<string, (...a: any[]) => any>();
   const executed: string[] = [];
@@ -31,7 +36,8 @@ export function makeVscode(config: Record<string, unknown> = {}) {
       createStatusBarItem: () => status,
       showWarningMessage: async (text: string) => void messages.push({ level: "warning", text }),
       showErrorMessage: async (text: string) => void messages.push({ level: "error", text }),
-      activeTextEditor: { document: { uri: { toString: () => "file:///w/a.py" } } },
+      // The editor with focus; tests move it (`at`) to say where the cursor is.
+      activeTextEditor: activeEditor("file:///w/a.py", 1, new Position(3, 4)) as any,
     },
     commands: {
       registerCommand: (name: string, fn: any) => {

@@ -9,12 +9,15 @@
 ---     other lines as virt_lines below; it grows while `codedec/partial` notifications
 ---     {id, uri, text} arrive for the running request, then the final (cleaned) text replaces it;
 ---   * keeps the rest of a suggestion while you type its first characters (no new request);
----   * <Tab> accepts, <C-l> accepts one line, <C-]> dismisses; each key does its normal thing when
----     no suggestion is shown (expr mappings). Moving the cursor, leaving Insert mode or editing
+---   * <Tab> accepts, <C-Right> accepts one word, <C-l> accepts one line, <C-]> dismisses; each key
+---     does its normal thing when no suggestion is shown (expr mappings). Moving the cursor, leaving Insert mode or editing
 ---     elsewhere dismisses. Accept/dismiss are reported as `codedec/accept` / `codedec/reject`
 ---     notifications (the server writes them to its local telemetry log).
 ---   * :CodedecStatus prints the state: starting (model loading) / idle / generating / error /
----     stopped, with the last latency.
+---     stopped, with the last latency;
+---   * a server that dies (not stopped by Neovim) is restarted with backoff (1 s, 2 s, 4 s ... up to
+---     30 s; after 5 crashes in 3 minutes it stays down until :CodedecRestart) and every buffer it
+---     served is attached to the new one.
 ---
 --- What it is not: a completion-menu source (the server also answers textDocument/completion for
 --- that), nor a place for completion heuristics (when to complete and how to clean the text are the
@@ -38,7 +41,7 @@ M.defaults = {
   line_mode = nil, -- "auto" | "single" | "multi"
   settings = {}, -- any other initializationOptions, passed as is (e.g. { telemetryPath = "" })
   debounce_ms = 100, -- client-side wait after the last keystroke before asking
-  keymaps = { accept = "<Tab>", accept_line = "<C-l>", dismiss = "<C-]>" }, -- false disables one
+  keymaps = { accept = "<Tab>", accept_word = "<C-Right>", accept_line = "<C-l>", dismiss = "<C-]>" }, -- false disables one
   hl_group = "CodedecSuggestion", -- linked to Comment unless you define it
 }
 
@@ -54,6 +57,8 @@ local state = {
 local pending = nil -- { id, client, bufnr, row, col, tick, t0 } the request in flight
 local sug = nil -- { id, client, bufnr, uri, row, col, text, shown } the suggestion on screen
 local timer = nil
+local crashes = {} -- uv.now() of each server crash in the last RESTART.window_ms
+local RESTART = { base_ms = 1000, max_ms = 30000, max_crashes = 5, window_ms = 3 * 60 * 1000 }
 
 local function cursor()
   local pos = vim.api.nvim_win_get_cursor(0)
@@ -237,16 +242,25 @@ local function remaining(s)
   return s.text:sub(#typed + 1)
 end
 
---- Insert the suggestion (or its first line when `line_only`) at its position.
-function M.accept(line_only)
+--- The part of `text` that accepting `part` takes: "line" (or true, as before) -> leading blank
+--- lines/indentation + one line of code; "word" -> leading white space + one identifier or number,
+--- else one other character; nil -> all of it.
+local function part_of(text, part)
+  if part == "line" or part == true then
+    return text:match("^%s*[^\n]*")
+  elseif part == "word" then
+    return text:match("^%s*[%w_]+") or text:match("^%s*[^%w_%s]") or text
+  end
+  return text
+end
+
+--- Insert the suggestion, or its next `part` ("word", "line"; true means "line") at its position.
+function M.accept(part)
   local s = sug
   if not s then
     return
   end
-  local text = s.text
-  if line_only then
-    text = s.text:match("^%s*[^\n]*") -- leading blank lines/indentation + one line of code
-  end
+  local text = part_of(s.text, part)
   local rest = s.text:sub(#text + 1)
   cancel_pending() -- accepting a partial suggestion: the rest of its generation is not needed
   local lines = vim.split(text, "\n", { plain = true })
@@ -256,7 +270,8 @@ function M.accept(line_only)
   local row = s.row + #lines - 1
   local col = (#lines == 1 and s.col or 0) + #lines[#lines]
   vim.api.nvim_win_set_cursor(0, { row + 1, col })
-  notify(s, "codedec/accept", { kind = line_only and "line" or "full", chars = vim.fn.strchars(text) })
+  local kind = (part == true or part == "line") and "line" or part == "word" and "word" or "full"
+  notify(s, "codedec/accept", { kind = kind, chars = vim.fn.strchars(text) })
   if rest ~= "" then
     set_suggestion(vim.tbl_extend("force", s, { row = row, col = col, text = rest }))
   end
@@ -337,7 +352,8 @@ local function attach(bufnr)
   end })
   local keys = M.config.keymaps
   map(bufnr, keys.accept, "accept()", "accept the suggestion")
-  map(bufnr, keys.accept_line, "accept(true)", "accept one line of the suggestion")
+  map(bufnr, keys.accept_word, "accept('word')", "accept one word of the suggestion")
+  map(bufnr, keys.accept_line, "accept('line')", "accept one line of the suggestion")
   map(bufnr, keys.dismiss, "dismiss()", "dismiss the suggestion")
 end
 
@@ -370,6 +386,62 @@ local function init_options()
   return opts
 end
 
+--- A crash now: the delay before restarting (ms), or nil when it crashed too often.
+local function restart_delay()
+  local now = vim.uv.now()
+  crashes = vim.tbl_filter(function(t) return now - t < RESTART.window_ms end, crashes)
+  table.insert(crashes, now)
+  if #crashes > RESTART.max_crashes then
+    return nil
+  end
+  return math.min(RESTART.max_ms, RESTART.base_ms * 2 ^ (#crashes - 1))
+end
+
+--- Start the server again for every buffer it served (attached, loaded, enabled filetype).
+local function restart_all()
+  for bufnr in pairs(attached) do
+    if vim.api.nvim_buf_is_loaded(bufnr) and vim.tbl_contains(M.config.filetypes, vim.bo[bufnr].filetype) then
+      M.start(bufnr)
+    end
+  end
+end
+
+local stopped_by_us = {} -- client ids stopped by :CodedecRestart (their exit is no crash)
+
+local function on_exit(code, signal, client_id)
+  vim.schedule(function()
+    cancel_pending()
+    if sug then
+      clear(sug.bufnr)
+    end
+    pending, sug = nil, nil
+    if (code == 0 and signal == 0) or stopped_by_us[client_id] then
+      stopped_by_us[client_id] = nil
+      if state.status ~= "starting" then
+        state.status, state.message = "stopped", nil
+      end
+      return
+    end
+    local why = ("server exited (code %d, signal %d)"):format(code, signal)
+    local delay = restart_delay()
+    if not delay then
+      state.status, state.message = "error", why .. "; it keeps crashing, not restarting (:CodedecRestart)"
+      vim.notify("codedec: " .. state.message, vim.log.levels.ERROR)
+      return
+    end
+    state.status, state.message = "error", ("%s; restarting in %d ms"):format(why, delay)
+    if #crashes == 1 then
+      vim.notify("codedec: the server stopped; restarting it", vim.log.levels.WARN)
+    end
+    vim.defer_fn(function()
+      if state.status == "error" then
+        state.status = "stopped" -- M.start shows "starting"
+        restart_all()
+      end
+    end, delay)
+  end)
+end
+
 --- Start (or reuse) the server for `bufnr` and attach the autocommands and keys.
 function M.start(bufnr)
   bufnr = bufnr or vim.api.nvim_get_current_buf()
@@ -382,16 +454,7 @@ function M.start(bufnr)
     root_dir = vim.fs.root(bufnr, { ".git", "pyproject.toml" }) or vim.fn.getcwd(),
     init_options = init_options(),
     handlers = { ["codedec/partial"] = on_partial, ["$/progress"] = on_progress },
-    on_exit = function(code, signal)
-      vim.schedule(function()
-        pending, sug = nil, nil
-        if code == 0 and signal == 0 then
-          state.status, state.message = "stopped", nil
-        else
-          state.status, state.message = "error", ("server exited (code %d, signal %d)"):format(code, signal)
-        end
-      end)
-    end,
+    on_exit = on_exit,
   }, { bufnr = bufnr, reuse_client = function(client, conf)
     return client.name == conf.name
   end })
@@ -431,6 +494,15 @@ function M.setup(opts)
       M.start(buf)
     end
   end
+  vim.api.nvim_create_user_command("CodedecRestart", function()
+    crashes = {}
+    for _, client in ipairs(vim.lsp.get_clients({ name = "codedec" })) do
+      stopped_by_us[client.id] = true
+      client:stop(true)
+    end
+    state.status = "stopped"
+    vim.defer_fn(restart_all, 200)
+  end, { desc = "codedec: restart the server (forgets earlier crashes)", force = true })
   vim.api.nvim_create_user_command("CodedecStatus", function()
     vim.api.nvim_echo({ { M.status_line() } }, false, {})
   end, { desc = "codedec: server state and last latency", force = true })
