@@ -258,6 +258,7 @@ class CompletionResult:
     stats: dict[str, Any] = field(default_factory=dict)
     raw_text: str = ""
     token_ids: list[int] = field(default_factory=list)
+    uncertainty: list[tuple[float, float]] = field(default_factory=list)  # per token: (entropy nats, prob)
 
     @property
     def cancelled(self) -> bool:
@@ -535,16 +536,14 @@ class CompletionService:
         """(how much of the raw ``text`` so far the editor may show, why less: ``withheld``,
         ``cut`` or None). The final answer and every streamed partial go through it, so the
         partials never show what the final answer takes back."""
-        from codedec.uncertainty import spike_cut, withhold
+        from codedec.uncertainty import apply_rules
 
-        if request.min_first_prob is not None and withhold(uncertainty, request.min_first_prob):
-            return "", "withheld"
-        if request.uncertainty_cut is not None and not request.single_line and len(tokens) == len(uncertainty):
-            table = self.engine.vocab.token_bytes
-            keep = spike_cut([table[t] for t in tokens], uncertainty, request.uncertainty_cut, prepared.heal_text)
-            if keep is not None and keep < len(text):
-                return text[:keep], "cut"
-        return text, None
+        if request.uncertainty_cut is None and request.min_first_prob is None:
+            return text, None
+        table = self.engine.vocab.token_bytes
+        return apply_rules(text, [table[t] for t in tokens], uncertainty, cut=request.uncertainty_cut,
+                           min_prob=request.min_first_prob, single_line=request.single_line,
+                           skip=prepared.heal_text)
 
     def _context_for(self, request: CompletionRequest) -> tuple[tuple, str, float]:
         """(cross-file chunks, the file's path as shown, ms spent gathering): the client's own
@@ -695,4 +694,5 @@ class CompletionService:
         final = shown
         if request.postprocess and last.finish_reason != "cancelled":
             final = finalize(shown, request.prefix, request.suffix, "single" if request.single_line else "multi")
-        return CompletionResult(request.id, final, last.finish_reason, stats=stats, raw_text=text, token_ids=tokens)
+        return CompletionResult(request.id, final, last.finish_reason, stats=stats, raw_text=text, token_ids=tokens,
+                                uncertainty=uncertainty)

@@ -9,7 +9,9 @@ What it is:
    before the line of the first token after the first line whose entropy reaches ``threshold``
    (show the confident part, whole lines), or None;
 3. ``withhold(uncertainty, min_prob)``: whether to show nothing because the first token's
-   probability is below ``min_prob``.
+   probability is below ``min_prob``;
+4. ``apply_rules(...)``: both, as the service applies them to a generated text (the final answer,
+   each streamed partial, and ``benchmarks/bench_uncertainty.py`` replaying a session offline).
 
 What it is not: a calibration (``codedec.calibrate`` learns the entropy threshold per model).
 """
@@ -70,3 +72,19 @@ def withhold(uncertainty: Sequence[tuple[float, float]], min_prob: float) -> boo
         return False
     prob = uncertainty[0][1]
     return not math.isnan(prob) and prob < min_prob
+
+
+def apply_rules(text: str, token_bytes: Sequence[bytes], uncertainty: Sequence[tuple[float, float]], *,
+                cut: float | None, min_prob: float | None, single_line: bool, skip: str = "") -> tuple[str, str | None]:
+    """(how much of the generated ``text`` the editor may show, why less: ``withheld``, ``cut`` or
+    None). ``min_prob``: withhold when the first token is less likely (None: off); ``cut``: end a
+    multi-line suggestion before the first line after its first whose first token's entropy
+    reaches it (None: off; never for ``single_line``). ``token_bytes``/``uncertainty``: per
+    generated token; ``skip``: token healing's re-created text at the start."""
+    if min_prob is not None and withhold(uncertainty, min_prob):
+        return "", "withheld"
+    if cut is not None and not single_line and len(token_bytes) == len(uncertainty):
+        keep = spike_cut(token_bytes, uncertainty, cut, skip)
+        if keep is not None and keep < len(text):
+            return text[:keep], "cut"
+    return text, None
