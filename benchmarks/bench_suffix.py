@@ -120,20 +120,25 @@ def edit_sessions(package: str, n: int, seed: int) -> list[dict]:
     return out
 
 
-def typing_session(package: str, seed: int, max_requests: int) -> list[dict]:
-    """(d): requests after every word while a function body is typed."""
-    rng = random.Random(seed)
+def function_bodies(package: str, rng: random.Random, min_lines: int, max_lines: int):
+    """(path, text, function, body start offset, end offset): one function of ``min_lines`` to
+    ``max_lines`` body lines per file of ``package``, files in ``rng``'s order."""
     files = package_files(package)
     rng.shuffle(files)
     for path in files:
         text = path.read_text(encoding="utf-8")
-        funcs = [f for f in functions(text) if 6 <= f.end_lineno - f.body[0].lineno <= 25]
+        funcs = [f for f in functions(text) if min_lines <= f.end_lineno - f.body[0].lineno <= max_lines]
         if not funcs:
             continue
         fn = rng.choice(funcs)
         lines = text.split("\n")
         start = len("\n".join(lines[: fn.body[0].lineno - 1])) + 1  # first body line's start
-        end = len("\n".join(lines[: fn.end_lineno]))
+        yield path, text, fn, start, len("\n".join(lines[: fn.end_lineno]))
+
+
+def typing_session(package: str, seed: int, max_requests: int) -> list[dict]:
+    """(d): requests after every word while a function body is typed."""
+    for path, text, _fn, start, end in function_bodies(package, random.Random(seed), 6, 25):
         body = text[start:end]
         suffix = text[end:]
         stops = [m.end() for m in re.finditer(r"\w+|[^\w\s]+|\n[ \t]*", body)]

@@ -41,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_suffix import functions, package_files  # noqa: E402
+from bench_suffix import function_bodies  # noqa: E402
 
 CALIBRATED_TAU = 2.431  # `codedec calibrate --model smollm2` (benchmarks/raw/e9/calibrate_smollm2.txt)
 SETTINGS = [("off", None, None), ("cut:1.5", 1.5, None), (f"cut:{CALIBRATED_TAU}", CALIBRATED_TAU, None),
@@ -52,19 +52,8 @@ SETTINGS = [("off", None, None), ("cut:1.5", 1.5, None), (f"cut:{CALIBRATED_TAU}
 def session(package: str, seed: int, max_requests: int) -> list[dict]:
     """Requests at the start of each body line (after its indentation) of functions of 6-30 body
     lines, one function per file, files in a seeded order."""
-    rng = random.Random(seed)
-    files = package_files(package)
-    rng.shuffle(files)
     out: list[dict] = []
-    for path in files:
-        text = path.read_text(encoding="utf-8")
-        funcs = [f for f in functions(text) if 6 <= f.end_lineno - f.body[0].lineno <= 30]
-        if not funcs:
-            continue
-        fn = rng.choice(funcs)
-        lines = text.split("\n")
-        body_start = len("\n".join(lines[: fn.body[0].lineno - 1])) + 1
-        end = len("\n".join(lines[: fn.end_lineno]))
+    for path, text, fn, body_start, end in function_bodies(package, random.Random(seed), 6, 30):
         offset = body_start
         for line in text[body_start:end].split("\n"):
             indent = len(line) - len(line.lstrip())

@@ -85,4 +85,24 @@ function M.setup_plugin()
   return codedec
 end
 
+-- Load the plugin, open $CODEDEC_TEST_FILE, wait for the client (recording its answers) and for
+-- the model; then then_fn(codedec, client). Errors end the run (written to the result).
+function M.start_ready(then_fn)
+  local ok, err = pcall(function()
+    local codedec = M.setup_plugin()
+    vim.cmd("edit " .. vim.fn.fnameescape(vim.env.CODEDEC_TEST_FILE))
+    local client
+    M.wait_for("client started", function()
+      client = vim.lsp.get_clients({ name = "codedec" })[1]
+      return client ~= nil
+    end, 10000, function()
+      M.record_answers(client)
+      M.wait_for("model ready", function() return codedec.status().status == "idle" end, 30000, function()
+        then_fn(codedec, client)
+      end)
+    end)
+  end)
+  if not ok then M.finish(tostring(err)) end
+end
+
 return M

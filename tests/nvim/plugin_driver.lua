@@ -37,49 +37,37 @@ local function accept_line()
   end)
 end
 
-local ok, err = pcall(function()
-  local codedec = lib.setup_plugin()
-  vim.cmd("edit " .. vim.fn.fnameescape(vim.env.CODEDEC_TEST_FILE))
-  local client
-  wait_for("client started", function()
-    client = vim.lsp.get_clients({ name = "codedec" })[1]
-    return client ~= nil
-  end, 10000, function()
-    lib.record_answers(client)
-    wait_for("model ready", function() return codedec.status().status == "idle" end, 30000, function()
-      result.filetype = vim.bo.filetype
-      -- 1. <Tab> with no suggestion on screen: the key's normal action (python ftplugin: 4 spaces).
-      vim.api.nvim_input("Go<Tab>")
-      wait_for("tab inserted", function() return vim.fn.line("$") == 2 and lines()[2] ~= "" end, 5000, function()
-        result.after_tab = lines()[2]
-        vim.api.nvim_input("<Esc>")
-        -- 2. type a function header and a body start; wait for the ghost text.
-        vim.api.nvim_input(":2d<CR>Godef add(a, b):<CR>return a")
-        wait_for("suggestion shown", function()
-          local m = extmark_text()
-          local last = result.answers[#result.answers]
-          local s = codedec.suggestion()
-          return m and s and last and last.id == s.id and m.text == s.text and m.text ~= ""
-        end, 20000, function()
-          result.extmark = extmark_text()
-          result.answer = result.answers[#result.answers]
-          result.before_accept = lines()
-          result.cursor = vim.api.nvim_win_get_cursor(0)
-          result.partials = codedec.status().partials
-          -- 3. accept with <Tab>
-          vim.api.nvim_input("<Tab>")
-          wait_for("accepted", function() return codedec.suggestion() == nil and #lines() >= 3 and lines()[3] ~= result.before_accept[3] end, 5000, function()
-            vim.defer_fn(function()
-              result.after_accept = lines()
-              result.after_cursor = vim.api.nvim_win_get_cursor(0)
-              result.mode = vim.api.nvim_get_mode().mode
-              vim.cmd("CodedecStatus")
-              accept_line()
-            end, 50)
-          end)
-        end)
+lib.start_ready(function(codedec, client)
+  result.filetype = vim.bo.filetype
+  -- 1. <Tab> with no suggestion on screen: the key's normal action (python ftplugin: 4 spaces).
+  vim.api.nvim_input("Go<Tab>")
+  wait_for("tab inserted", function() return vim.fn.line("$") == 2 and lines()[2] ~= "" end, 5000, function()
+    result.after_tab = lines()[2]
+    vim.api.nvim_input("<Esc>")
+    -- 2. type a function header and a body start; wait for the ghost text.
+    vim.api.nvim_input(":2d<CR>Godef add(a, b):<CR>return a")
+    wait_for("suggestion shown", function()
+      local m = extmark_text()
+      local last = result.answers[#result.answers]
+      local s = codedec.suggestion()
+      return m and s and last and last.id == s.id and m.text == s.text and m.text ~= ""
+    end, 20000, function()
+      result.extmark = extmark_text()
+      result.answer = result.answers[#result.answers]
+      result.before_accept = lines()
+      result.cursor = vim.api.nvim_win_get_cursor(0)
+      result.partials = codedec.status().partials
+      -- 3. accept with <Tab>
+      vim.api.nvim_input("<Tab>")
+      wait_for("accepted", function() return codedec.suggestion() == nil and #lines() >= 3 and lines()[3] ~= result.before_accept[3] end, 5000, function()
+        vim.defer_fn(function()
+          result.after_accept = lines()
+          result.after_cursor = vim.api.nvim_win_get_cursor(0)
+          result.mode = vim.api.nvim_get_mode().mode
+          vim.cmd("CodedecStatus")
+          accept_line()
+        end, 50)
       end)
     end)
   end)
 end)
-if not ok then finish(tostring(err)) end

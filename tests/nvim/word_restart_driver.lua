@@ -44,39 +44,27 @@ local function crash_and_resume(codedec, client)
   end)
 end
 
-local ok, err = pcall(function()
-  local codedec = lib.setup_plugin()
-  vim.cmd("edit " .. vim.fn.fnameescape(vim.env.CODEDEC_TEST_FILE))
-  local client
-  wait_for("client started", function()
-    client = vim.lsp.get_clients({ name = "codedec" })[1]
-    return client ~= nil
-  end, 10000, function()
-    lib.record_answers(client)
-    wait_for("model ready", function() return codedec.status().status == "idle" end, 30000, function()
-      -- 1. accept word by word.
-      result.rewrite = "return a_1 - b\nprint(sub(2, 1))"
-      vim.api.nvim_input("Godef sub(a, b):<CR>")
-      wait_for("suggestion shown", function()
-        local s, last = codedec.suggestion(), result.answers[#result.answers]
-        return s and last and last.id == s.id and s.text == last.text
-      end, 20000, function()
-        result.words = { { line = vim.api.nvim_get_current_line(), shown = codedec.suggestion().text } }
-        local function step(k)
-          vim.api.nvim_input("<C-Right>")
-          wait_for("word " .. k, function()
-            local s = codedec.suggestion()
-            return s and s.text ~= result.words[#result.words].shown
-          end, 5000, function()
-            local m = extmark_text()
-            table.insert(result.words, { line = vim.api.nvim_get_current_line(), shown = codedec.suggestion().text,
-              extmark = m and m.text, cursor = vim.api.nvim_win_get_cursor(0) })
-            if k < 3 then step(k + 1) else crash_and_resume(codedec, client) end
-          end)
-        end
-        step(1)
+lib.start_ready(function(codedec, client)
+  -- 1. accept word by word.
+  result.rewrite = "return a_1 - b\nprint(sub(2, 1))"
+  vim.api.nvim_input("Godef sub(a, b):<CR>")
+  wait_for("suggestion shown", function()
+    local s, last = codedec.suggestion(), result.answers[#result.answers]
+    return s and last and last.id == s.id and s.text == last.text
+  end, 20000, function()
+    result.words = { { line = vim.api.nvim_get_current_line(), shown = codedec.suggestion().text } }
+    local function step(k)
+      vim.api.nvim_input("<C-Right>")
+      wait_for("word " .. k, function()
+        local s = codedec.suggestion()
+        return s and s.text ~= result.words[#result.words].shown
+      end, 5000, function()
+        local m = extmark_text()
+        table.insert(result.words, { line = vim.api.nvim_get_current_line(), shown = codedec.suggestion().text,
+          extmark = m and m.text, cursor = vim.api.nvim_win_get_cursor(0) })
+        if k < 3 then step(k + 1) else crash_and_resume(codedec, client) end
       end)
-    end)
+    end
+    step(1)
   end)
 end)
-if not ok then finish(tostring(err)) end
