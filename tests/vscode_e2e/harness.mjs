@@ -267,6 +267,24 @@ export async function startEditor({ vsix, settings, files, shots, viewport = { w
     "--disable-telemetry", "--disable-update-check", "--disable-workspace-trust", "--disable-getting-started-override",
     "--reconnection-grace-time", "5", dirs.workspace], { env, stdio: ["ignore", logFd, logFd], detached: true });
   const editor = new Editor({ root, workspace: dirs.workspace, port, server, shots, logFile });
+  // If this process is stopped before close() (a test-runner timeout, Ctrl+C), take the editor
+  // down with it: code-server's process group (the extension host and `codedec serve` in it too)
+  // and Chromium.
+  const reap = () => {
+    killAll([...editor.processes()], "SIGKILL");
+    try {
+      process.kill(-server.pid, "SIGKILL");
+    } catch {
+      // gone
+    }
+  };
+  process.once("exit", reap);
+  for (const signal of ["SIGTERM", "SIGINT"]) {
+    process.once(signal, () => {
+      reap();
+      process.exit(128 + (signal === "SIGINT" ? 2 : 15));
+    });
+  }
   try {
     await waitFor("code-server to listen", () => fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.ok, () => false),
       60000, 200);
