@@ -76,6 +76,12 @@ def report(run: Path) -> str:
         reused = statistics.mean(r.get("reused_tokens") or 0 for r in mine)
         lines.append(f"{c:22} {quality:32} {paused if paused is None else round(paused, 1)!s:>8} "
                      f"{pct(lat, .5):8.0f} {pct(lat, .95):8.0f} {spread(ratio):>20} {spread(after):>22} {reused:11.1f}")
+    for c in configs[1:]:
+        fixed = sum(1 for k in common if by[c][k].get("passed") and base[k].get("passed") is False)
+        broke = sum(1 for k in common if by[c][k].get("passed") is False and base[k].get("passed"))
+        same = sum(1 for k in common if by[c][k]["completion"] == base[k]["completion"])
+        lines.append(f"{c} vs {configs[0]}: passes {fixed} that {configs[0]} fails, fails {broke} that it passes; "
+                     f"{same} of {len(common)} completions identical")
     return "\n".join(lines)
 
 

@@ -46,6 +46,7 @@ from bench_suffix import function_bodies  # noqa: E402
 CALIBRATED_TAU = 2.431  # `codedec calibrate --model smollm2` (benchmarks/raw/e9/calibrate_smollm2.txt)
 SETTINGS = [("off", None, None), ("cut:1.5", 1.5, None), (f"cut:{CALIBRATED_TAU}", CALIBRATED_TAU, None),
             ("cut:3.5", 3.5, None), ("abstain:0.2", None, 0.2), ("abstain:0.4", None, 0.4),
+            ("abstain:0.6", None, 0.6), ("abstain:0.8", None, 0.8),
             (f"cut:{CALIBRATED_TAU}+abstain:0.2", CALIBRATED_TAU, 0.2)]
 
 
