@@ -329,7 +329,9 @@ class CodedecServer(LanguageServer):
         nothing to show). Raises ``CancelledError`` when the client cancels the request."""
         t0 = time.perf_counter()
         msg_id = self.protocol.msg_id
-        doc = self.ensure_service().documents.get(uri) or await self.wait_open(uri)
+        doc = self.ensure_service().documents.get(uri)
+        if doc is None:
+            doc = await self.wait_open(uri)
         if doc is None:
             self.client_log(
                 types.MessageType.Warning, f"completion requested for a document that is not open: {uri}"

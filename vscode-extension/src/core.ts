@@ -81,7 +81,7 @@ export class Extension {
   private stopping = false;
   private generation = 0;
   private providerDisposable: vscode.Disposable | undefined;
-  private refreshing: Promise<void> | undefined;
+  private refreshing = false;
   private refreshAgain = false;
   private listeners: vscode.Disposable[] = [];
 
@@ -252,7 +252,7 @@ export class Extension {
     const client = this.client;
     if (!this.enabled || !client) return undefined;
     const uri = doc.uri.toString();
-    const key = `${doc.version}:${position.line}:${position.character}`;
+    const key = keyOf(doc.version, position);
     const lineText = doc.lineAt(position.line).text;
     let shown = this.session.current(uri, key) ?? this.typedAhead(uri, key, position, lineText);
     if (!shown) {
@@ -298,7 +298,7 @@ export class Extension {
     const editor = this.vs.window.activeTextEditor;
     if (!editor || editor.document.uri.toString() !== uri) return;
     const pos = editor.selection?.active;
-    if (pos && !this.session.current(uri, `${editor.document.version}:${pos.line}:${pos.character}`)) return;
+    if (pos && !this.session.current(uri, keyOf(editor.document.version, pos))) return;
     this.reask();
   }
 
@@ -310,8 +310,7 @@ export class Extension {
    */
   private readyAtCursor(): void {
     const editor = this.vs.window.activeTextEditor;
-    const language = (editor?.document as { languageId?: string } | undefined)?.languageId;
-    if (!editor || !this.enabled || (language !== undefined && !this.settings.languages.includes(language))) return;
+    if (!editor || !this.enabled || !this.settings.languages.includes(editor.document.languageId)) return;
     const uri = editor.document.uri.toString();
     if (this.session.busy(uri)) return; // a request made while loading is answered by its partials
     this.reask();
@@ -323,6 +322,7 @@ export class Extension {
       this.refreshAgain = true;
       return;
     }
+    this.refreshing = true;
     const run = async () => {
       do {
         this.refreshAgain = false;
@@ -330,8 +330,8 @@ export class Extension {
         await this.vs.commands.executeCommand("editor.action.inlineSuggest.trigger");
       } while (this.refreshAgain);
     };
-    this.refreshing = run().catch((err) => this.log(`refreshing the suggestion: ${err}`)).finally(() => {
-      this.refreshing = undefined;
+    void run().catch((err) => this.log(`refreshing the suggestion: ${err}`)).finally(() => {
+      this.refreshing = false;
     });
   }
 
@@ -420,6 +420,11 @@ export class Extension {
   private log(message: string): void {
     this.output.appendLine(`[${new Date(this.deps.now()).toISOString()}] ${message}`);
   }
+}
+
+/** Where a request was made: the document version and the cursor (the session's `key`). */
+function keyOf(version: number, pos: { line: number; character: number }): string {
+  return `${version}:${pos.line}:${pos.character}`;
 }
 
 /** The server's inlineCompletion result -> the first item's text and accept arguments. */

@@ -4,8 +4,8 @@
  * VS Code asks the provider for items and shows what it returns; to make ghost text grow while
  * the server streams `codedec/partial`, the provider is asked again (the extension's `refresh`:
  * `inlineSuggest.hide`, then `inlineSuggest.trigger`) on every partial and on the final answer,
- * and each time answers from here, without a new request,
- * as long as the cursor is where the request was made (`key`: document version + position).
+ * and each time answers from here, without a new request, as long as the cursor is where the
+ * request was made (`key`: document version + position).
  *
  * Request ids: the server names its JSON-RPC request id in each partial and in the final item's
  * `codedec.accepted` command arguments; accept/reject reports use it. Each id is reported at most

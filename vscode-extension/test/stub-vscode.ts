@@ -15,7 +15,7 @@ export class InlineCompletionItem {
 
 /** An active text editor on `uri` (document `version`) with the cursor at `pos`. */
 export function activeEditor(uri: string, version: number, pos: Position) {
-  return { document: { uri: { toString: () => uri }, version }, selection: { active: pos } };
+  return { document: { uri: { toString: () => uri }, version, languageId: "python" }, selection: { active: pos } };
 }
 
 export function makeVscode(config: Record<string, unknown> = {}) {

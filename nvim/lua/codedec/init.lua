@@ -10,8 +10,8 @@
 ---     {id, uri, text} arrive for the running request, then the final (cleaned) text replaces it;
 ---   * keeps the rest of a suggestion while you type its first characters (no new request);
 ---   * <Tab> accepts, <C-Right> accepts one word, <C-l> accepts one line, <C-]> dismisses; each key
----     does its normal thing when no suggestion is shown (expr mappings). Moving the cursor, leaving Insert mode or editing
----     elsewhere dismisses. Accept/dismiss are reported as `codedec/accept` / `codedec/reject`
+---     does its normal thing when no suggestion is shown (expr mappings). Moving the cursor,
+---     leaving Insert mode or editing elsewhere dismisses. Accept/dismiss are reported as `codedec/accept` / `codedec/reject`
 ---     notifications (the server writes them to its local telemetry log).
 ---   * :CodedecStatus prints the state: starting (model loading) / idle / generating / error /
 ---     stopped, with the last latency;
@@ -242,11 +242,11 @@ local function remaining(s)
   return s.text:sub(#typed + 1)
 end
 
---- The part of `text` that accepting `part` takes: "line" (or true, as before) -> leading blank
---- lines/indentation + one line of code; "word" -> leading white space + one identifier or number,
---- else one other character; nil -> all of it.
+--- The part of `text` that accepting `part` takes: "line" -> leading blank lines/indentation + one
+--- line of code; "word" -> leading white space + one identifier or number, else one other
+--- character; nil -> all of it.
 local function part_of(text, part)
-  if part == "line" or part == true then
+  if part == "line" then
     return text:match("^%s*[^\n]*")
   elseif part == "word" then
     return text:match("^%s*[%w_]+") or text:match("^%s*[^%w_%s]") or text
@@ -260,6 +260,9 @@ function M.accept(part)
   if not s then
     return
   end
+  if part == true then
+    part = "line" -- accept(true): the older spelling
+  end
   local text = part_of(s.text, part)
   local rest = s.text:sub(#text + 1)
   cancel_pending() -- accepting a partial suggestion: the rest of its generation is not needed
@@ -270,8 +273,7 @@ function M.accept(part)
   local row = s.row + #lines - 1
   local col = (#lines == 1 and s.col or 0) + #lines[#lines]
   vim.api.nvim_win_set_cursor(0, { row + 1, col })
-  local kind = (part == true or part == "line") and "line" or part == "word" and "word" or "full"
-  notify(s, "codedec/accept", { kind = kind, chars = vim.fn.strchars(text) })
+  notify(s, "codedec/accept", { kind = part or "full", chars = vim.fn.strchars(text) })
   if rest ~= "" then
     set_suggestion(vim.tbl_extend("force", s, { row = row, col = col, text = rest }))
   end
@@ -414,7 +416,7 @@ local function on_exit(code, signal, client_id)
     if sug then
       clear(sug.bufnr)
     end
-    pending, sug = nil, nil
+    sug = nil
     if (code == 0 and signal == 0) or stopped_by_us[client_id] then
       stopped_by_us[client_id] = nil
       if state.status ~= "starting" then
