@@ -8,9 +8,9 @@ Each benchmark is one run of ``codedec eval`` with the three configurations inte
     .venv/bin/python benchmarks/bench_adadec.py runs/e9/infill-single
 
 Printed per configuration: the task's quality numbers (from ``summary.json``), the share of decode
-steps that paused (AdaDec's lookahead), completion latency p50/p95 as measured, and the median of
+steps that paused (AdaDec's lookahead), completion latency p50/p95 as measured, the median of
 paired per-sample ratios against plain (with the interquartile range) of the latency and of the
-time after the first token. Why both: the eval runner lets a configuration reuse the KV cache of
+time after the first token, mean new tokens, and the median time per token after the first. Why both: the eval runner lets a configuration reuse the KV cache of
 the prompt an earlier configuration ran (plain runs each problem first and pays its prefill; the
 others find it cached: see ``mean reused``), which flatters the later configurations' latency; the
 time after the first token carries no prefill, so its ratio is the fair one for the decode cost.
@@ -50,7 +50,8 @@ def report(run: Path) -> str:
     lines = [f"{run}: {len(common)} samples in every configuration"
              + ("" if summary else " (no summary.json: the run did not finish; quality from the rows)")]
     head = (f"{'config':22} {'quality':32} {'paused %':>8} {'lat p50':>8} {'lat p95':>8} "
-            f"{'lat ratio vs plain':>20} {'after-1st-token ratio':>22} {'mean reused':>11}")
+            f"{'lat ratio vs plain':>20} {'after-1st-token ratio':>22} {'mean reused':>11} {'mean new tok':>12} "
+            f"{'ms/tok after 1st p50':>20}")
     lines.append(head)
     for c in configs:
         mine = [by[c][k] for k in common]
@@ -74,8 +75,11 @@ def report(run: Path) -> str:
                  for k in common if base[k]["total_ms"] - base[k]["ttft_ms"] > 0
                  and by[c][k]["total_ms"] - by[c][k]["ttft_ms"] > 0]
         reused = statistics.mean(r.get("reused_tokens") or 0 for r in mine)
+        new_tokens = statistics.mean(r["new_tokens"] for r in mine)
+        per_token = [(r["total_ms"] - r["ttft_ms"]) / (r["new_tokens"] - 1) for r in mine if r["new_tokens"] > 1]
         lines.append(f"{c:22} {quality:32} {paused if paused is None else round(paused, 1)!s:>8} "
-                     f"{pct(lat, .5):8.0f} {pct(lat, .95):8.0f} {spread(ratio):>20} {spread(after):>22} {reused:11.1f}")
+                     f"{pct(lat, .5):8.0f} {pct(lat, .95):8.0f} {spread(ratio):>20} {spread(after):>22} {reused:11.1f} "
+                     f"{new_tokens:12.1f} {pct(per_token, .5):20.0f}")
     for c in configs[1:]:
         fixed = sum(1 for k in common if by[c][k].get("passed") and base[k].get("passed") is False)
         broke = sum(1 for k in common if by[c][k].get("passed") is False and base[k].get("passed"))
