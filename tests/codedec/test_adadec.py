@@ -129,6 +129,31 @@ def test_the_pause_commits_the_sure_continuation(tiny):
 FORK_A, FORK_B, FORK_C = Fork.A, Fork.B, Fork.C
 
 
+def test_a_stop_counts_as_certain_after_it(tiny):
+    """The unsure step is between a stop (logit 2.0) and B (1.9), which the model follows by a sure
+    C. Summed over 1 + L steps, the stop (nothing after it: log-prob 0 per missing step) beats B's
+    path, which pays B's lower log-prob; averaging the stop over its one step instead (the old
+    score) let B's confident tail win and the rerank kept writing past the end of a block."""
+    tok = tiny.tokenizer
+    prompt = tok.encode("x = 1\n", add_special_tokens=False)
+    stop = sorted(tiny.stop_token_ids)[0]
+    model = Fork(len(tok), len(prompt))
+    model.A = stop
+    loaded = types.SimpleNamespace(model=model, tokenizer=tok, preset=tiny.preset, name="stop-fork",
+                                   stop_token_ids=tiny.stop_token_ids)
+    params = SamplingParams(max_new_tokens=3)
+
+    def first_tokens(strategy):
+        steps = list(Engine(loaded).generate(prompt, params, (), strategy))
+        return [t for s in steps for t in s.token_ids], steps[-1].finish_reason
+
+    assert first_tokens(PlainStrategy()) == ([], "stop")  # the stop token itself is not output
+    for batched in (True, False):
+        ada = AdaDecStrategy(AdaDecConfig(tau=1.0, beams=2, lookahead=2, batched=batched))
+        assert first_tokens(ada) == ([], "stop")
+        assert ada.stats == {"steps": 1, "paused": 1, "changed": 0}
+
+
 def test_selectable_by_name():
     assert isinstance(make_strategy("adadec"), AdaDecStrategy)
     assert make_strategy("adadec") is not make_strategy("adadec")  # per-request stats
