@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,6 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context-tokens", type=int, default=None, metavar="N",
                    help="token budget of the cross-file context (default: a quarter of the prompt budget)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
+    p.add_argument("--precision", choices=("auto", "fp32", "q4"), default=None,
+                   help="auto (default, or $CODEDEC_PRECISION): the int4 decode kernel for "
+                   "layers the model's GGUF stores in 4 bits (q4), else fp32; fp32: exact")
     p.set_defaults(func=cmd_complete)
 
     p = sub.add_parser("calibrate", help="learn the model's AdaDec entropy threshold from real code (teacher forcing)")
@@ -280,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
+    if getattr(args, "precision", None):  # read by load_model, here and in servers started from here
+        os.environ["CODEDEC_PRECISION"] = args.precision
     try:
         return args.func(args)
     except CliError as err:

@@ -62,6 +62,7 @@ class LoadedModel:
     name: str
     source: str
     stop_token_ids: tuple[int, ...]
+    precision: str = "fp32"  # fp32 / bfloat16 ...: exact in that dtype; q4: int4 decode layers (codedec.quant)
 
 
 class ModelNotFoundError(Exception):
@@ -98,6 +99,7 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     device: str = "cpu",
     progress: Progress | None = None,
+    precision: str | None = None,
 ) -> LoadedModel:
     """Load ``spec`` (preset name, local HF directory, ``.gguf`` file or cached hub id).
 
@@ -105,6 +107,12 @@ def load_model(
     holding exactly one ``.gguf``); hub id in the local HF cache. ``progress`` receives one-line
     messages for slow steps (the first GGUF conversion). Raises ``ModelNotFoundError`` or
     ``ModelLoadError`` (see the module docstring); never touches the network.
+
+    ``precision`` (default: ``$CODEDEC_PRECISION``, else ``auto``): ``fp32`` computes in ``dtype``
+    exactly as loaded (the tests' mode); ``q4`` puts the linear layers whose weights are on a 4-bit
+    grid (a Q4 GGUF's) on the int4 decode kernel (``codedec.quant``; a ``ModelLoadError`` if none
+    is); ``auto`` does that on CPU in fp32 when such layers exist, else stays ``fp32``. The
+    result's ``precision`` says what was done.
     """
     t0 = time.perf_counter()
     hub_hint: str | None = None
@@ -125,8 +133,34 @@ def load_model(
     model, tokenizer = _load_hf_dir(path, dtype=dtype, device=device)
     preset = _preset_for(model.config, tokenizer, preset_name, hub_hint, path)
     loaded = LoadedModel(model, tokenizer, preset, spec, str(path), _stop_token_ids(model, tokenizer, preset))
-    log.info("loaded %s (%s preset) from %s in %.2f s", spec, preset["name"], path, time.perf_counter() - t0)
+    loaded.precision = _apply_precision(model, precision, dtype, device, path)
+    log.info("loaded %s (%s preset, %s) from %s in %.2f s", spec, preset["name"], loaded.precision, path,
+             time.perf_counter() - t0)
     return loaded
+
+
+PRECISIONS = ("auto", "fp32", "q4")
+
+
+def _apply_precision(model: Any, precision: str | None, dtype: torch.dtype, device: str, path: Path) -> str:
+    """See ``load_model``'s ``precision``; returns ``fp32`` (or the dtype's name) or ``q4``."""
+    want = (precision or os.environ.get("CODEDEC_PRECISION", "").strip() or "auto").lower()
+    if want not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {want!r}")
+    exact = "fp32" if dtype == torch.float32 else str(dtype).removeprefix("torch.")
+    if want == "fp32" or (want == "auto" and (device != "cpu" or dtype != torch.float32)):
+        return exact
+    if want == "q4" and (device != "cpu" or dtype != torch.float32):
+        raise ModelLoadError(f"precision q4 runs on CPU from fp32 weights (got {device}, {exact})")
+    from codedec.quant import quantize_int4
+
+    report = quantize_int4(model)
+    if not report.int4:
+        if want == "q4":
+            raise ModelLoadError(f"precision q4: no linear layer of {path} has weights on a 4-bit grid "
+                                 "(q4 only reuses the 4-bit blocks of a Q4_0/Q4_1 GGUF; use fp32)")
+        return exact
+    return "q4"
 
 
 # --------------------------------------------------------------------------- resolution

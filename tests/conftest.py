@@ -4,7 +4,8 @@
 - ``make_tiny(seed, kv_heads)``: more tiny models (MHA when kv_heads == 4).
 - ``ScriptedModel``: emits a fixed token sequence after the prompt, whatever the input — for stop,
   detokenizer and cancellation tests where the exact tokens matter (nanochat-style).
-- ``smollm2``: the embedded model (integration tests only; the GGUF conversion is cached).
+- ``smollm2``: the embedded model in exact fp32 (integration tests only; the GGUF conversion is
+  cached); ``CODEDEC_PRECISION=fp32`` is set for the whole session.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("CODEDEC_THREADS", str(os.cpu_count() or 1))  # no adaptive threads:
 # outputs compared across calls must not depend on the machine's load (tests/codedec/test_threads.py tests it)
+os.environ.setdefault("CODEDEC_PRECISION", "fp32")  # the exact mode: golden outputs and fp32 tolerances
+# (servers the tests start inherit it); the int4 decode path has its own tests (tests/codedec/test_quant.py)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

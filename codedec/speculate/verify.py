@@ -187,6 +187,14 @@ class SuffixStrategy:
     def step(self, state: DecodeState) -> None:
         if self._drafter is None:
             self._drafter = Drafter(state.prompt_ids, self.references, self.store, self.config.draft)
+        if state.logits is not None and not state.ids:
+            # Right after the prefill the first token is known without a forward: show it now (the
+            # editor's time to first token) and let the next step's tree hang below it. Verifying a
+            # draft first would hold the first token back for a tree forward and save nothing.
+            self.stats["steps"] += 1
+            self._plain(state)
+            self.stats["tokens"] += 1
+            return
         t0 = time.perf_counter()
         draft = self._drafter.propose(state.ids)
         self.stats["draft_ms"] += (time.perf_counter() - t0) * 1000.0

@@ -71,3 +71,26 @@ def test_bad_crop_is_an_error(tiny):
         cache.crop(1)
     with pytest.raises(ValueError):
         cache.rollback(1)
+
+
+def test_decode_writes_in_place_and_segments_are_copies(tiny):
+    """A decode step writes its position into the layer's buffer (no copy of the cache per token);
+    a segment cut out before a crop keeps its values when the cropped positions are written again
+    (PIE puts segments back after newly encoded tokens)."""
+    m = tiny.model
+    cache = KVCache(m.config)
+    prefill(m, cache, list(range(3, 40)))
+    storage = [k.untyped_storage().data_ptr() for k, _v in cache.layer_tensors()]
+    for t in range(5):
+        decode_one(m, cache, 50 + t)
+    assert [k.untyped_storage().data_ptr() for k, _v in cache.layer_tensors()] == storage
+    seg = cache.segment(30, 40)
+    before = [k.clone() for k, _v in seg.layers]
+    cache.crop(30)
+    for t in range(12):  # overwrite positions 30.. with other tokens
+        decode_one(m, cache, 90 + t)
+    assert all(torch.equal(k, b) for (k, _v), b in zip(seg.layers, before, strict=True))
+    cache.crop(30)
+    cache.extend(seg)
+    assert len(cache) == 40 and cache.tokens[30:] == list(seg.tokens)
+    assert all(torch.equal(k[:, :, 30:40], b) for (k, _v), b in zip(cache.layer_tensors(), before, strict=True))

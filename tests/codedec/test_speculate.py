@@ -194,6 +194,25 @@ def test_greedy_speculation_with_constraints_is_constrained_greedy(make_tiny, de
             assert forwards < plain_forwards
 
 
+def test_the_first_token_is_shown_before_any_draft_is_verified(make_tiny):
+    """Right after the prefill the first token costs no forward: it is yielded alone, before the
+    first tree forward, even when a draft for it and more is ready (the editor's time to first
+    token is the prefill's)."""
+    loaded = make_tiny(seed=11)
+    want, _ = code_generate(loaded, PlainStrategy(), "")
+    engine = Engine(loaded)
+    prefix = "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, x):\n"
+    prepared = prepare(engine, prefix, "\n", max_tokens=40, seed=3)
+    tail = list(prepared.prompt_ids[-8:])  # the prompt's end, then the answer: a draft from the start
+    strategy = SuffixStrategy(SpecConfig(adaptive=False), references=[tail + want])
+    steps = engine.generate(prepared.prompt_ids, prepared.params, prepared.chain, strategy)
+    first = next(steps)
+    assert first.token_ids == want[:1] and first.metrics.forwards == 1  # the prefill's forward only
+    rest = list(steps)
+    assert first.token_ids + [t for s in rest for t in s.token_ids] == want
+    assert strategy.stats["spec_steps"] >= 1 and rest[-1].metrics.forwards < len(want)
+
+
 def test_a_partly_rejected_draft_leaves_no_trace(tiny):
     probe = make_state(tiny, temperature=0.0)
     want = run(probe, 12)

@@ -1,0 +1,119 @@
+"""Weight-only int4 for the decode step on CPU, where the weights already are 4-bit.
+
+Why: a decode step reads every weight once; on CPU its time is weight bytes over memory
+bandwidth. The embedded model comes as a Q4_1 GGUF (per row, blocks of 32 weights
+``w = d * q + m``, q in 0..15), which loading dequantizes to fp32: 8x the bytes it was shipped in.
+Measured on the 2-core machine (SmolLM2-135M, 2 threads): 110 ms per decode forward in fp32,
+31 ms with the linear layers on torch's int4 CPU kernel (``torch._weight_int4pack_mm_for_cpu``);
+llama.cpp on the same GGUF: ~33 ms.
+
+What it is: :func:`quantize_int4` replaces each ``nn.Linear`` whose fp32 weight lies exactly on
+a 4-bit grid of 32-weight blocks (every block's values are ``lo + d * q`` with q in 0..15: true of
+every Q4_0/Q4_1 GGUF tensor, since the quantizer puts the block's min at q=0 and max at q=15) by
+an :class:`Int4Linear` holding those same q levels — no new rounding of the weights. Its forward:
+
+- up to ``INT4_MAX_ROWS`` rows (a decode step, a verified draft tree, AdaDec's rollouts): the int4
+  kernel, activations in bf16 (the kernel's fast path; per-block scale ``d`` and offset
+  ``m + 8d`` in bf16), output back in the activations' dtype;
+- more rows (prefill): the fp32 weight, kept (prefill is compute-bound, where fp32 GEMM is 1.7x
+  faster than the int4 kernel at 256 rows).
+
+A layer off the grid (the tied embedding / lm_head, stored as Q6_K or Q8_0; any model from a
+safetensors checkpoint) is left in fp32: this mode never quantizes what was not quantized.
+
+What it is not: exact. Decode rows see bf16-rounded activations and scales (relative error
+~2^-9, like bf16 weights); ``precision="fp32"`` is the exact mode the tests use. Quality against
+fp32 is measured (benchmarks/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+GROUP = 32  # weights per block (Q4_0 / Q4_1)
+INT4_MAX_ROWS = 64  # up to this many rows (a draft tree of <= 32 nodes, rollouts) use the int4 kernel
+GRID_TOL = 1e-3  # max distance of (w - lo) / d from an integer, in q units, to count as on the grid
+
+
+def on_int4_grid(weight: torch.Tensor, group: int = GROUP) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """(q [N, K] int32 in 0..15, d [N, K/group], lo [N, K/group]) such that ``weight ==
+    lo + d * q`` blockwise (to ``GRID_TOL`` of a level), or None when ``weight`` [N, K] is not on
+    such a grid (or K is not a multiple of ``group``)."""
+    n, k = weight.shape
+    if k % group:
+        return None
+    w = weight.detach().float().reshape(n, k // group, group)  # [N, K/g, g]
+    lo, hi = w.amin(-1), w.amax(-1)  # [N, K/g]
+    d = (hi - lo) / 15
+    safe = torch.where(d > 0, d, torch.ones_like(d))
+    x = (w - lo[..., None]) / safe[..., None]  # [N, K/g, g]: levels 0..15 when on the grid
+    q = torch.round(x)
+    if float((x - q).abs().max()) > GRID_TOL:
+        return None
+    return q.clamp(0, 15).to(torch.int32).reshape(n, k), d, lo
+
+
+class Int4Linear(nn.Module):
+    """An ``nn.Linear`` on a 4-bit grid: see the module docstring. ``weight`` (fp32, for prefill)
+    and ``bias`` are the original layer's."""
+
+    def __init__(self, linear: nn.Linear, q: torch.Tensor, d: torch.Tensor, lo: torch.Tensor) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight = linear.weight
+        self.bias = linear.bias
+        self.register_buffer("packed", torch._convert_weight_to_int4pack_for_cpu(q, 1), persistent=False)
+        # the kernel computes w = (q - 8) * scale + zero: scale = d, zero = lo + 8 d; [K/g, N, 2]
+        scales = torch.stack([d.t(), (lo + 8 * d).t()], dim=-1)
+        self.register_buffer("scales", scales.to(torch.bfloat16).contiguous(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // self.in_features
+        if rows > INT4_MAX_ROWS:
+            return nn.functional.linear(x, self.weight, self.bias)
+        flat = x.reshape(rows, self.in_features).to(torch.bfloat16)  # [rows, K]
+        y = torch._weight_int4pack_mm_for_cpu(flat, self.packed, GROUP, self.scales).to(x.dtype)  # [rows, N]
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int4 group {GROUP}"
+
+
+@dataclass
+class Int4Report:
+    """What :func:`quantize_int4` did: layers moved to int4 and those left (off the grid)."""
+
+    int4: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+
+
+@torch.inference_mode()
+def quantize_int4(model: nn.Module) -> Int4Report:
+    """Replace, in place, every CPU fp32 ``nn.Linear`` of ``model`` whose weight is on a 4-bit
+    grid by an :class:`Int4Linear`; the rest stay. Returns what moved and what stayed."""
+    report = Int4Report()
+    for parent_name, parent in list(model.named_modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is not nn.Linear:
+                continue
+            full = f"{parent_name}.{name}" if parent_name else name
+            if child.weight.device.type != "cpu" or child.weight.dtype != torch.float32:
+                report.kept.append(full)
+                continue
+            grid = on_int4_grid(child.weight)
+            if grid is None:
+                report.kept.append(full)
+                continue
+            setattr(parent, name, Int4Linear(child, *grid))
+            report.int4.append(full)
+    log.info("int4 decode weights: %d linear layers (%d left in fp32: %s)", len(report.int4), len(report.kept),
+             ", ".join(report.kept[:4]) + (" ..." if len(report.kept) > 4 else ""))
+    return report
