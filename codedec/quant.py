@@ -18,8 +18,10 @@ an :class:`Int4Linear` holding those same q levels — no new rounding of the we
 - more rows (prefill): the fp32 weight, kept (prefill is compute-bound, where fp32 GEMM is 1.7x
   faster than the int4 kernel at 256 rows).
 
-A layer off the grid (the tied embedding / lm_head, stored as Q6_K or Q8_0; any model from a
-safetensors checkpoint) is left in fp32: this mode never quantizes what was not quantized.
+A layer on an 8-bit grid of 32-weight blocks (``w = d * q``, q in -127..127: a Q8_0 tensor, such
+as the embedded model's tied embedding / lm_head, 49152 x 576, the largest single matrix) becomes
+an :class:`Int8SplitLinear`: the same levels as two int4 products. Anything else (any model from
+a safetensors checkpoint) is left in fp32: this mode never quantizes what was not quantized.
 
 What it is not: exact. Decode rows see bf16-rounded activations and scales (relative error
 ~2^-9, like bf16 weights); ``precision="fp32"`` is the exact mode the tests use. Quality against
@@ -46,7 +48,7 @@ def on_int4_grid(weight: torch.Tensor, group: int = GROUP) -> tuple[torch.Tensor
     lo + d * q`` blockwise (to ``GRID_TOL`` of a level), or None when ``weight`` [N, K] is not on
     such a grid (or K is not a multiple of ``group``)."""
     n, k = weight.shape
-    if k % group:
+    if k % group or n % 16:  # the int4 packing works on 16-row tiles
         return None
     w = weight.detach().float().reshape(n, k // group, group)  # [N, K/g, g]
     lo, hi = w.amin(-1), w.amax(-1)  # [N, K/g]
@@ -87,18 +89,77 @@ class Int4Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int4 group {GROUP}"
 
 
+def on_int8_grid(weight: torch.Tensor, group: int = GROUP) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(q [N, K] int32 in -127..127, d [N, K/group]) such that ``weight == d * q`` blockwise (a
+    Q8_0 tensor: the quantizer sets d = the block's max |w| / 127), or None."""
+    n, k = weight.shape
+    if k % group or n % 16:  # the int4 packing works on 16-row tiles
+        return None
+    w = weight.detach().float().reshape(n, k // group, group)  # [N, K/g, g]
+    d = w.abs().amax(-1) / 127  # [N, K/g]
+    safe = torch.where(d > 0, d, torch.ones_like(d))
+    x = w / safe[..., None]
+    q = torch.round(x)
+    if float((x - q).abs().max()) > GRID_TOL:
+        return None
+    return q.clamp(-127, 127).to(torch.int32).reshape(n, k), d
+
+
+class Int8SplitLinear(nn.Module):
+    """An ``nn.Linear`` on an 8-bit grid (Q8_0: the tied embedding / lm_head of the embedded
+    model) as two int4 products on the same kernel: q = 16 * hi + lo with lo in 0..15 and hi in
+    -8..7, so ``w = d * lo + 16 d * hi`` exactly — half the bytes of fp32 twice over, no new
+    rounding of the weights. Rows as :class:`Int4Linear`."""
+
+    def __init__(self, linear: nn.Linear, q: torch.Tensor, d: torch.Tensor) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.weight = linear.weight
+        self.bias = linear.bias
+        lo = torch.remainder(q, 16)  # [N, K] in 0..15
+        hi = (q - lo) // 16  # [N, K] in -8..7
+        # kernel: w = (q - 8) * scale + zero. lo part: scale d, zero 8 d; hi part: q = hi + 8, scale 16 d, zero 0
+        self.register_buffer("packed_lo", torch._convert_weight_to_int4pack_for_cpu(lo.to(torch.int32), 1),
+                             persistent=False)
+        self.register_buffer("packed_hi", torch._convert_weight_to_int4pack_for_cpu((hi + 8).to(torch.int32), 1),
+                             persistent=False)
+        dt = d.t()  # [K/g, N]
+        self.register_buffer("scales_lo", torch.stack([dt, 8 * dt], -1).to(torch.bfloat16).contiguous(),
+                             persistent=False)
+        self.register_buffer("scales_hi", torch.stack([16 * dt, torch.zeros_like(dt)], -1).to(torch.bfloat16)
+                             .contiguous(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // self.in_features
+        if rows > INT4_MAX_ROWS:
+            return nn.functional.linear(x, self.weight, self.bias)
+        flat = x.reshape(rows, self.in_features).to(torch.bfloat16)  # [rows, K]
+        y = torch._weight_int4pack_mm_for_cpu(flat, self.packed_lo, GROUP, self.scales_lo).float()  # [rows, N]
+        y += torch._weight_int4pack_mm_for_cpu(flat, self.packed_hi, GROUP, self.scales_hi).float()
+        y = y.to(x.dtype)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8 as 2 x int4, group {GROUP}"
+
+
 @dataclass
 class Int4Report:
-    """What :func:`quantize_int4` did: layers moved to int4 and those left (off the grid)."""
+    """What :func:`quantize_int4` did: layers moved to int4, to int8 as two int4 products, and
+    those left (off both grids)."""
 
     int4: list[str] = field(default_factory=list)
+    int8: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
 
 
 @torch.inference_mode()
 def quantize_int4(model: nn.Module) -> Int4Report:
     """Replace, in place, every CPU fp32 ``nn.Linear`` of ``model`` whose weight is on a 4-bit
-    grid by an :class:`Int4Linear`; the rest stay. Returns what moved and what stayed."""
+    grid by an :class:`Int4Linear`, on an 8-bit grid by an :class:`Int8SplitLinear`; the rest
+    stay. Returns what moved and what stayed."""
     report = Int4Report()
     for parent_name, parent in list(model.named_modules()):
         for name, child in list(parent.named_children()):
@@ -109,11 +170,17 @@ def quantize_int4(model: nn.Module) -> Int4Report:
                 report.kept.append(full)
                 continue
             grid = on_int4_grid(child.weight)
-            if grid is None:
-                report.kept.append(full)
+            if grid is not None:
+                setattr(parent, name, Int4Linear(child, *grid))
+                report.int4.append(full)
                 continue
-            setattr(parent, name, Int4Linear(child, *grid))
-            report.int4.append(full)
-    log.info("int4 decode weights: %d linear layers (%d left in fp32: %s)", len(report.int4), len(report.kept),
+            grid8 = on_int8_grid(child.weight)
+            if grid8 is not None:
+                setattr(parent, name, Int8SplitLinear(child, *grid8))
+                report.int8.append(full)
+                continue
+            report.kept.append(full)
+    log.info("int4 decode weights: %d linear layers, %d int8 (%d left in fp32: %s)", len(report.int4),
+             len(report.int8), len(report.kept),
              ", ".join(report.kept[:4]) + (" ..." if len(report.kept) > 4 else ""))
     return report

@@ -4,8 +4,10 @@
 - decode rows (<= INT4_MAX_ROWS) go through the int4 kernel, each row's result independent of the
   others (what keeps a verified draft tree token-identical to sequential decoding), prefill rows
   through the kept fp32 weight, bit for bit;
-- on the embedded model (a Q4_1 GGUF): every decoder linear layer moves, the tied lm_head stays,
-  the next-token choice agrees with fp32, and speculative output equals greedy under q4.
+- Q8_0 weights (w = d * q) become two int4 products with the same levels;
+- on the embedded model (Q4_1 layers, a Q8_0 embedding): every decoder linear layer is int4, the
+  tied lm_head int8-as-two-int4, the next-token choice agrees with fp32, and speculative output
+  equals greedy under q4.
 """
 
 from __future__ import annotations
@@ -15,7 +17,15 @@ import torch
 from torch import nn
 
 from codedec.loading import ModelLoadError, _apply_precision, load_model
-from codedec.quant import GROUP, INT4_MAX_ROWS, Int4Linear, on_int4_grid, quantize_int4
+from codedec.quant import (
+    GROUP,
+    INT4_MAX_ROWS,
+    Int4Linear,
+    Int8SplitLinear,
+    on_int4_grid,
+    on_int8_grid,
+    quantize_int4,
+)
 
 
 def grid_weight(n: int, k: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -29,22 +39,38 @@ def grid_weight(n: int, k: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tens
     return (m + d * q).reshape(n, k).float(), q.reshape(n, k)
 
 
+def q8_weight(n: int, k: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A weight [n, k] as a Q8_0 GGUF stores it (w = d * q per 32-block, the block's max |w| at
+    |q| = 127) and its levels q."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randint(-127, 128, (n, k // GROUP, GROUP), generator=g)
+    q[..., 0] = 127
+    d = torch.rand(n, k // GROUP, 1, generator=g) * 0.001 + 1e-4
+    return (d * q).reshape(n, k).float(), q.reshape(n, k)
+
+
 def test_only_weights_on_a_4bit_grid_are_taken_with_their_levels():
     w, q = grid_weight(48, 96)
     got = on_int4_grid(w)
     assert got is not None and torch.equal(got[0], q.to(torch.int32))
     assert on_int4_grid(w + 1e-3 * torch.randn_like(w)) is None  # an ordinary fp32 weight
-    assert on_int4_grid(grid_weight(8, 96)[0][:, :80]) is None  # K not a multiple of 32
+    assert on_int4_grid(grid_weight(16, 96)[0][:, :80]) is None  # K not a multiple of 32
+    assert on_int4_grid(grid_weight(24, 96)[0]) is None  # N not a multiple of 16 (the kernel's tiles)
+    w8, q8 = q8_weight(32, 64)
+    assert on_int4_grid(w8) is None and torch.equal(on_int8_grid(w8)[0], q8.to(torch.int32))
+    assert on_int8_grid(w8 + 1e-4 * torch.randn_like(w8)) is None
 
 
+@pytest.mark.parametrize("bits", [4, 8])
 @pytest.mark.parametrize("bias", [False, True])
-def test_int4_linear_decode_rows_and_prefill_rows(bias):
+def test_int4_linear_decode_rows_and_prefill_rows(bias, bits):
     torch.manual_seed(0)
-    w, _ = grid_weight(160, 128, seed=1)
+    w, _ = (grid_weight if bits == 4 else q8_weight)(160, 128, seed=1)
     lin = nn.Linear(128, 160, bias=bias)
     with torch.no_grad():
         lin.weight.copy_(w)
-    layer = Int4Linear(lin, *on_int4_grid(lin.weight))
+    layer = (Int4Linear(lin, *on_int4_grid(lin.weight)) if bits == 4
+             else Int8SplitLinear(lin, *on_int8_grid(lin.weight)))
     x = torch.randn(1, INT4_MAX_ROWS, 128)
     want = lin(x)
     got = layer(x)
@@ -58,12 +84,13 @@ def test_int4_linear_decode_rows_and_prefill_rows(bias):
 
 
 def test_quantize_moves_grid_layers_only_and_precision_setting(tiny):
-    model = nn.Sequential(nn.Linear(64, 32), nn.Linear(32, 64))
+    model = nn.Sequential(nn.Linear(64, 32), nn.Linear(32, 64), nn.Linear(64, 32))
     with torch.no_grad():
         model[0].weight.copy_(grid_weight(32, 64)[0])
+        model[2].weight.copy_(q8_weight(32, 64)[0])
     report = quantize_int4(model)
-    assert report.int4 == ["0"] and report.kept == ["1"]
-    assert isinstance(model[0], Int4Linear) and type(model[1]) is nn.Linear
+    assert report.int4 == ["0"] and report.int8 == ["2"] and report.kept == ["1"]
+    assert isinstance(model[0], Int4Linear) and type(model[1]) is nn.Linear and isinstance(model[2], Int8SplitLinear)
     off_grid = tiny.model  # random weights: nothing on a 4-bit grid
     assert _apply_precision(off_grid, "auto", torch.float32, "cpu", "tiny") == "fp32"
     with pytest.raises(ModelLoadError, match="4-bit grid"):
@@ -80,10 +107,12 @@ def smollm2_q4(smollm2):  # skips where the embedded model is not installed
 
 def test_embedded_model_q4_agrees_with_fp32(smollm2, smollm2_q4):
     assert smollm2.precision == "fp32" and smollm2_q4.precision == "q4"
-    linears = {n: type(m) for n, m in smollm2_q4.model.named_modules() if isinstance(m, nn.Linear | Int4Linear)}
+    kinds = (nn.Linear, Int4Linear, Int8SplitLinear)
+    linears = {n: type(m) for n, m in smollm2_q4.model.named_modules() if isinstance(m, kinds)}
     layers = smollm2_q4.model.config.num_hidden_layers
-    assert sum(t is Int4Linear for t in linears.values()) == 7 * layers  # q, k, v, o, gate, up, down
-    assert linears["lm_head"] is nn.Linear  # the tied embedding is not a 4-bit tensor in the GGUF: fp32
+    assert sum(t is Int4Linear for t in linears.values()) == 7 * layers  # q, k, v, o, gate, up, down: Q4_1
+    assert linears["lm_head"] is Int8SplitLinear  # the tied embedding is Q8_0 in the GGUF
+    assert sum(t is nn.Linear for t in linears.values()) == 0
     tok = smollm2.tokenizer
     ids = tok.encode("def fibonacci(n):\n    if n < 2:\n        return n\n    return fibonacci(n - 1) + "
                      "fibonacci(n - 2)\n\n\ndef factorial(n):\n    if n == 0:\n        return 1\n", return_tensors="pt")
