@@ -78,12 +78,12 @@ bench: install
 # codedec against llama.cpp on the same GGUF and editing sessions (not part of `make test`).
 # llama-cpp-python is built from its PyPI source package: GGML_NATIVE=OFF (a native build
 # segfaulted at the first decode on these machines) with the SIMD levels this CPU reports
-# (AVX512 only where /proc/cpuinfo lists avx512f). ~25 min to build once on 2 cores.
+# (AVX512 only where /proc/cpuinfo lists avx512f). 12-25 min to build once on 2 cores.
 LLAMACPP_VERSION := 0.3.36
 bench-llamacpp: install
 	@$(PY) -c "import llama_cpp; assert llama_cpp.__version__ == '$(LLAMACPP_VERSION)'" 2>/dev/null || { \
 	  avx512=OFF; grep -qw avx512f /proc/cpuinfo && avx512=ON; \
-	  echo "codedec: building llama-cpp-python $(LLAMACPP_VERSION) from source (AVX512=$$avx512; about 25 min on 2 cores)"; \
+	  echo "codedec: building llama-cpp-python $(LLAMACPP_VERSION) from source (AVX512=$$avx512; 12-25 min on 2 cores)"; \
 	  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=$$avx512 \
 	    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF" CMAKE_BUILD_PARALLEL_LEVEL=2 \
 	  $(PIP) install --no-binary llama-cpp-python llama-cpp-python==$(LLAMACPP_VERSION); }

@@ -5,7 +5,13 @@ new tokens (n = 1, 2, 4, 8, 16, 32), in fp32 and bf16, each as a multiple of the
 then one of the model's MLP-sized layers alone (576 -> 1536, fp32 ``F.linear``) for 1, 2, 4 and 8
 rows, median microseconds of 400 calls.
 
+``--precisions fp32,q4 --context 600,1850``: the same forwards for each precision of
+``load_model`` (E14: q4 = the GGUF's 4-bit layers on the int4 kernel) after each context length,
+the precisions measured in turn call by call (side by side), and the median of the paired
+per-call ratios q4 / fp32 with [min..max].
+
     .venv/bin/python benchmarks/bench_forward_cost.py
+    .venv/bin/python benchmarks/bench_forward_cost.py --precisions fp32,q4 --context 600,1850
 """
 
 from __future__ import annotations
@@ -22,10 +28,45 @@ from codedec.loading import load_model
 SIZES = (1, 2, 4, 8, 16, 32)
 
 
+def by_precision(precisions: list[str], contexts: list[int]) -> None:
+    """Forwards of n new tokens per precision after each context, interleaved; paired ratios."""
+    models = {p: load_model("smollm2", precision=p).model for p in precisions}
+    for ctx in contexts:
+        caches = {}
+        for p, model in models.items():
+            caches[p] = KVCache(model.config)
+            prefill(model, caches[p], [100 + (i % 30000) for i in range(ctx)])
+        for n in SIZES:
+            times: dict[str, list[float]] = {p: [] for p in precisions}
+            for _ in range(9):
+                for p, model in models.items():
+                    cache = caches[p]
+                    keep = len(cache)
+                    t = time.perf_counter()
+                    tree_forward(model, cache, list(range(200, 200 + n)), list(range(-1, n - 1)))
+                    times[p].append((time.perf_counter() - t) * 1000.0)
+                    cache.crop(keep)
+            base = precisions[0]
+            cols = "  ".join(f"{p} {statistics.median(times[p]):6.1f} ms" for p in precisions)
+            ratios = "  ".join(
+                f"{p}/{base} {statistics.median(r):.2f} [{min(r):.2f}..{max(r):.2f}]"
+                for p in precisions[1:] for r in [[a / b for a, b in zip(times[p], times[base], strict=True)]])
+            print(f"context {ctx:5d}  n {n:2d}  {cols}  {ratios}", flush=True)
+
+
 def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--precisions", default=None, help="e.g. fp32,q4: compare load_model precisions")
+    ap.add_argument("--context", default="600", help="cached tokens before the forward (comma-separated)")
+    args = ap.parse_args()
     torch.set_num_threads(2)
+    if args.precisions:
+        by_precision([p.strip() for p in args.precisions.split(",")], [int(c) for c in args.context.split(",")])
+        return
     for dtype in (torch.float32, torch.bfloat16):
-        model = load_model("smollm2", dtype=dtype).model
+        model = load_model("smollm2", dtype=dtype, precision="fp32").model
         cache = KVCache(model.config)
         prefill(model, cache, list(range(100, 700)))
         ms = {}

@@ -267,6 +267,12 @@ def summarize(rows: list[dict]) -> list[str]:
             same = sum(1 for g in groups if g[s]["same_as_llamacpp"])
             lines.append(f"{s:18s} {spread(first):22s} {spread(full):22s} {spread(dec):22s}        "
                          f"{same}/{len(groups)}")
+        base = sides[0]
+        for s in sides[1:-1]:  # codedec sides against the first (e.g. q4 / fp32), paired the same way
+            full = [g[s]["full_ms"] / g[base]["full_ms"] for g in groups]
+            dec = [g[s]["decode_ms_tok"] / g[base]["decode_ms_tok"] for g in groups
+                   if g[s]["decode_ms_tok"] and g[base]["decode_ms_tok"]]
+            lines.append(f"paired {s} / {base}: full suggestion {spread(full)}, decode ms/tok {spread(dec)}")
         lines.append("")
     return lines
 
