@@ -115,6 +115,13 @@ def load_model(
     result's ``precision`` says what was done.
     """
     t0 = time.perf_counter()
+    if device == "cpu":
+        # transformers' SDPA otherwise repeats the grouped keys/values over the whole cache for any
+        # forward with a mask (more than one new token, a draft tree): a 2-token forward cost ~2x a
+        # 1-token one at 1,850 cached tokens (benchmarks/RESULTS.md, E14). On CPU, torch's SDPA
+        # takes grouped heads with a mask directly (enable_gqa); on CUDA that would leave the fast
+        # kernels, hence CPU only.
+        os.environ.setdefault("TRANSFORMERS_SDPA_FORCE_GQA", "1")
     hub_hint: str | None = None
     preset_name: str | None = None
     if spec in PRESETS:
