@@ -61,29 +61,43 @@ def on_int4_grid(weight: torch.Tensor, group: int = GROUP) -> tuple[torch.Tensor
     return q.clamp(0, 15).to(torch.int32).reshape(n, k), d, lo
 
 
-class Int4Linear(nn.Module):
-    """An ``nn.Linear`` on a 4-bit grid: see the module docstring. ``weight`` (fp32, for prefill)
-    and ``bias`` are the original layer's."""
+class _GridLinear(nn.Module):
+    """What the grid layers share: ``weight`` (fp32, for prefill rows) and ``bias`` are the
+    original layer's; up to ``INT4_MAX_ROWS`` rows go through ``_products`` (bf16 rows [rows, K]
+    -> [rows, N]), more through the fp32 weight."""
 
-    def __init__(self, linear: nn.Linear, q: torch.Tensor, d: torch.Tensor, lo: torch.Tensor) -> None:
+    def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.weight = linear.weight
         self.bias = linear.bias
-        self.register_buffer("packed", torch._convert_weight_to_int4pack_for_cpu(q, 1), persistent=False)
-        # the kernel computes w = (q - 8) * scale + zero: scale = d, zero = lo + 8 d; [K/g, N, 2]
-        scales = torch.stack([d.t(), (lo + 8 * d).t()], dim=-1)
-        self.register_buffer("scales", scales.to(torch.bfloat16).contiguous(), persistent=False)
+
+    def _products(self, flat: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // self.in_features
         if rows > INT4_MAX_ROWS:
             return nn.functional.linear(x, self.weight, self.bias)
         flat = x.reshape(rows, self.in_features).to(torch.bfloat16)  # [rows, K]
-        y = torch._weight_int4pack_mm_for_cpu(flat, self.packed, GROUP, self.scales).to(x.dtype)  # [rows, N]
+        y = self._products(flat).to(x.dtype)  # [rows, N]
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*x.shape[:-1], self.out_features)
+
+
+class Int4Linear(_GridLinear):
+    """An ``nn.Linear`` on a 4-bit grid: see the module docstring."""
+
+    def __init__(self, linear: nn.Linear, q: torch.Tensor, d: torch.Tensor, lo: torch.Tensor) -> None:
+        super().__init__(linear)
+        self.register_buffer("packed", torch._convert_weight_to_int4pack_for_cpu(q, 1), persistent=False)
+        # the kernel computes w = (q - 8) * scale + zero: scale = d, zero = lo + 8 d; [K/g, N, 2]
+        scales = torch.stack([d.t(), (lo + 8 * d).t()], dim=-1)
+        self.register_buffer("scales", scales.to(torch.bfloat16).contiguous(), persistent=False)
+
+    def _products(self, flat: torch.Tensor) -> torch.Tensor:
+        return torch._weight_int4pack_mm_for_cpu(flat, self.packed, GROUP, self.scales)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int4 group {GROUP}"
@@ -105,17 +119,14 @@ def on_int8_grid(weight: torch.Tensor, group: int = GROUP) -> tuple[torch.Tensor
     return q.clamp(-127, 127).to(torch.int32).reshape(n, k), d
 
 
-class Int8SplitLinear(nn.Module):
+class Int8SplitLinear(_GridLinear):
     """An ``nn.Linear`` on an 8-bit grid (Q8_0: the tied embedding / lm_head of the embedded
     model) as two int4 products on the same kernel: q = 16 * hi + lo with lo in 0..15 and hi in
     -8..7, so ``w = d * lo + 16 d * hi`` exactly — half the bytes of fp32 twice over, no new
     rounding of the weights. Rows as :class:`Int4Linear`."""
 
     def __init__(self, linear: nn.Linear, q: torch.Tensor, d: torch.Tensor) -> None:
-        super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.weight = linear.weight
-        self.bias = linear.bias
+        super().__init__(linear)
         lo = torch.remainder(q, 16)  # [N, K] in 0..15
         hi = (q - lo) // 16  # [N, K] in -8..7
         # kernel: w = (q - 8) * scale + zero. lo part: scale d, zero 8 d; hi part: q = hi + 8, scale 16 d, zero 0
@@ -129,17 +140,9 @@ class Int8SplitLinear(nn.Module):
         self.register_buffer("scales_hi", torch.stack([16 * dt, torch.zeros_like(dt)], -1).to(torch.bfloat16)
                              .contiguous(), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.numel() // self.in_features
-        if rows > INT4_MAX_ROWS:
-            return nn.functional.linear(x, self.weight, self.bias)
-        flat = x.reshape(rows, self.in_features).to(torch.bfloat16)  # [rows, K]
+    def _products(self, flat: torch.Tensor) -> torch.Tensor:
         y = torch._weight_int4pack_mm_for_cpu(flat, self.packed_lo, GROUP, self.scales_lo).float()  # [rows, N]
-        y += torch._weight_int4pack_mm_for_cpu(flat, self.packed_hi, GROUP, self.scales_hi).float()
-        y = y.to(x.dtype)
-        if self.bias is not None:
-            y = y + self.bias
-        return y.reshape(*x.shape[:-1], self.out_features)
+        return y + torch._weight_int4pack_mm_for_cpu(flat, self.packed_hi, GROUP, self.scales_hi).float()
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 as 2 x int4, group {GROUP}"
