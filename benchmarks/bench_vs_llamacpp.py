@@ -273,6 +273,12 @@ def summarize(rows: list[dict]) -> list[str]:
             dec = [g[s]["decode_ms_tok"] / g[base]["decode_ms_tok"] for g in groups
                    if g[s]["decode_ms_tok"] and g[base]["decode_ms_tok"]]
             lines.append(f"paired {s} / {base}: full suggestion {spread(full)}, decode ms/tok {spread(dec)}")
+        for s in sides[:-1]:  # what speculation did on each codedec side
+            st = [g[s]["strategy_stats"] for g in groups if g[s].get("strategy_stats")]
+            fw = sum(x["forwards"] for x in st)
+            lines.append(f"{s}: {sum(x['tokens'] for x in st) / max(1, fw):.2f} tokens per forward, "
+                         f"{sum(x['spec_steps'] for x in st)} verified drafts, {sum(x['accepted'] for x in st)} "
+                         f"draft tokens accepted")
         lines.append("")
     return lines
 
