@@ -8,10 +8,12 @@ rows, median microseconds of 400 calls.
 ``--precisions fp32,q4 --context 600,1850``: the same forwards for each precision of
 ``load_model`` (E14: q4 = the GGUF's 4-bit layers on the int4 kernel) after each context length,
 the precisions measured in turn call by call (side by side), and the median of the paired
-per-call ratios q4 / fp32 with [min..max].
+per-call ratios q4 / fp32 with [min..max]. ``--fastpath``: each precision through
+``codedec.fastpath``'s lean forward and through transformers' forward, paired the same way.
 
     .venv/bin/python benchmarks/bench_forward_cost.py
     .venv/bin/python benchmarks/bench_forward_cost.py --precisions fp32,q4 --context 600,1850
+    .venv/bin/python benchmarks/bench_forward_cost.py --precisions q4 --fastpath --context 600,1850
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 
 import torch
 
+from codedec import forward as forward_mod
 from codedec.cache import KVCache
 from codedec.forward import prefill, tree_forward
 from codedec.loading import load_model
@@ -28,30 +31,43 @@ from codedec.loading import load_model
 SIZES = (1, 2, 4, 8, 16, 32)
 
 
-def by_precision(precisions: list[str], contexts: list[int]) -> None:
-    """Forwards of n new tokens per precision after each context, interleaved; paired ratios."""
+def by_precision(precisions: list[str], contexts: list[int], fastpath: bool = False) -> None:
+    """Forwards of n new tokens per precision after each context, interleaved; paired ratios
+    against the first column. ``fastpath``: each precision twice, through ``codedec.fastpath``'s
+    lean forward and through transformers' forward (``<precision>-hf``), the same model and cache."""
     models = {p: load_model("smollm2", precision=p).model for p in precisions}
+    sides = {}  # column -> (precision, lean forward?)
+    for p in precisions:
+        sides[p] = (p, True)
+        if fastpath:
+            sides[f"{p}-hf"] = (p, False)
+    if not fastpath:
+        sides = {p: (p, None) for p in precisions}  # whatever forward.py picks
     for ctx in contexts:
         caches = {}
         for p, model in models.items():
             caches[p] = KVCache(model.config)
             prefill(model, caches[p], [100 + (i % 30000) for i in range(ctx)])
         for n in SIZES:
-            times: dict[str, list[float]] = {p: [] for p in precisions}
+            times: dict[str, list[float]] = {s: [] for s in sides}
             for _ in range(9):
-                for p, model in models.items():
-                    cache = caches[p]
+                for side, (p, lean) in sides.items():
+                    model, cache = models[p], caches[p]
+                    if lean is not None:
+                        forward_mod._LEAN[model] = lean
                     keep = len(cache)
                     t = time.perf_counter()
                     tree_forward(model, cache, list(range(200, 200 + n)), list(range(-1, n - 1)))
-                    times[p].append((time.perf_counter() - t) * 1000.0)
+                    times[side].append((time.perf_counter() - t) * 1000.0)
                     cache.crop(keep)
-            base = precisions[0]
-            cols = "  ".join(f"{p} {statistics.median(times[p]):6.1f} ms" for p in precisions)
+            base = next(iter(sides))
+            cols = "  ".join(f"{s} {statistics.median(times[s]):6.1f} ms" for s in sides)
             ratios = "  ".join(
-                f"{p}/{base} {statistics.median(r):.2f} [{min(r):.2f}..{max(r):.2f}]"
-                for p in precisions[1:] for r in [[a / b for a, b in zip(times[p], times[base], strict=True)]])
+                f"{s}/{base} {statistics.median(r):.2f} [{min(r):.2f}..{max(r):.2f}]"
+                for s in list(sides)[1:] for r in [[a / b for a, b in zip(times[s], times[base], strict=True)]])
             print(f"context {ctx:5d}  n {n:2d}  {cols}  {ratios}", flush=True)
+        for model in models.values():
+            forward_mod._LEAN.pop(model, None)
 
 
 def main() -> None:
@@ -60,10 +76,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--precisions", default=None, help="e.g. fp32,q4: compare load_model precisions")
     ap.add_argument("--context", default="600", help="cached tokens before the forward (comma-separated)")
+    ap.add_argument("--fastpath", action="store_true", help="with --precisions: each precision through "
+                    "codedec.fastpath's lean forward and through transformers' forward (<precision>-hf)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     if args.precisions:
-        by_precision([p.strip() for p in args.precisions.split(",")], [int(c) for c in args.context.split(",")])
+        by_precision([p.strip() for p in args.precisions.split(",")], [int(c) for c in args.context.split(",")],
+                     args.fastpath)
         return
     for dtype in (torch.float32, torch.bfloat16):
         model = load_model("smollm2", dtype=dtype, precision="fp32").model

@@ -26,12 +26,13 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from codedec import draft_tree
+from codedec import draft_tree, fastpath
 from codedec.cache import KVCache
 
 PREFILL_CHUNK = 512  # tokens per forward when encoding a long prompt: bounds activation memory
 MIN_CHUNK = 64  # the smallest chunk when chunks shrink to end near a deadline
 _SPEED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> prefill ms per token (EWMA)
+_LEAN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> fastpath.supports(model)
 
 
 def _chunk_before(model, deadline: float | None, chunk: int) -> int:
@@ -76,18 +77,25 @@ def _forward(model, cache: KVCache, ids: Sequence[int], keep: int, positions: to
     input_ids = torch.tensor([list(ids)], dtype=torch.long, device=device)  # [1, P]
     if positions is None:
         positions = torch.arange(start, start + len(ids), device=device)
-    kwargs = {} if mask is None else {"attention_mask": mask}
-    out = model(
-        input_ids=input_ids,
-        position_ids=positions.unsqueeze(0),  # [1, P]
-        past_key_values=cache.kv,
-        use_cache=True,
-        logits_to_keep=keep,
-        **kwargs,
-    )
+    lean = _LEAN.get(model)
+    if lean is None:
+        lean = _LEAN[model] = fastpath.supports(model)
+    if lean and "forward" not in vars(model):  # the same arithmetic without transformers' plumbing
+        # (codedec.fastpath); a forward replaced on the instance (wrapped, instrumented) is honoured
+        logits = fastpath.lean_forward(model, cache.kv, input_ids, positions.unsqueeze(0), mask, keep)
+    else:
+        kwargs = {} if mask is None else {"attention_mask": mask}
+        logits = model(
+            input_ids=input_ids,
+            position_ids=positions.unsqueeze(0),  # [1, P]
+            past_key_values=cache.kv,
+            use_cache=True,
+            logits_to_keep=keep,
+            **kwargs,
+        ).logits
     cache.forwards += 1
     cache.appended(ids)
-    return out.logits[0].float()  # [keep, V]
+    return logits[0].float()  # [keep, V]
 
 
 @torch.inference_mode()

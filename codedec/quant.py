@@ -99,6 +99,37 @@ class Int4Linear(_GridLinear):
     def _products(self, flat: torch.Tensor) -> torch.Tensor:
         return torch._weight_int4pack_mm_for_cpu(flat, self.packed, GROUP, self.scales)
 
+    @classmethod
+    @torch.inference_mode()
+    def concat(cls, parts: list[Int4Linear]) -> Int4Linear:
+        """One layer computing the outputs of ``parts`` (same input size) side by side, [rows,
+        sum of their N], in one int4 product: their levels and scales concatenated (packed levels
+        are stored row by row, so each part's are a slice of the joint ones: the parts are rebound
+        to those views, no second copy). Decode rows only: it has no fp32 weight, so more than
+        ``INT4_MAX_ROWS`` rows raise (callers use the parts then)."""
+        if len({p.in_features for p in parts}) != 1 or any(type(p) is not Int4Linear for p in parts):
+            raise ValueError("concat needs Int4Linear layers of one input size")
+        joint = cls.__new__(cls)
+        nn.Module.__init__(joint)
+        joint.in_features, joint.out_features = parts[0].in_features, sum(p.out_features for p in parts)
+        joint.weight = None
+        biases = [p.bias for p in parts]
+        joint.bias = None if all(b is None for b in biases) else torch.cat(
+            [b if b is not None else torch.zeros(p.out_features) for p, b in zip(parts, biases, strict=True)])
+        joint.register_buffer("packed", torch.cat([p.packed for p in parts]), persistent=False)  # [N, K/2]
+        joint.register_buffer("scales", torch.cat([p.scales for p in parts], dim=1).contiguous(),
+                              persistent=False)  # [K/g, N, 2]
+        at = 0
+        for p in parts:
+            p.packed = joint.packed[at: at + p.out_features]
+            at += p.out_features
+        return joint
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.weight is None and x.numel() // self.in_features > INT4_MAX_ROWS:
+            raise ValueError(f"a joint int4 layer takes at most {INT4_MAX_ROWS} rows")
+        return super().forward(x)
+
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int4 group {GROUP}"
 

@@ -83,6 +83,31 @@ def test_int4_linear_decode_rows_and_prefill_rows(bias, bits):
     assert torch.equal(layer(big), lin(big))
 
 
+@pytest.mark.parametrize("bias", [False, True])
+def test_int4_concat_is_the_parts_side_by_side(bias):
+    """``Int4Linear.concat``: one product computing every part's outputs — equal to the parts'
+    own (each output column is its own dot product), the parts rebound to views of the joint
+    levels and still equal to themselves; too many rows for a layer without fp32 weights raise."""
+    parts, lins = [], []
+    for i, n in enumerate((64, 32, 32)):
+        lin = nn.Linear(96, n, bias=bias)
+        with torch.no_grad():
+            lin.weight.copy_(grid_weight(n, 96, seed=i)[0])
+        lins.append(lin)
+        parts.append(Int4Linear(lin, *on_int4_grid(lin.weight)))
+    x = torch.randn(1, 5, 96)
+    before = [p(x) for p in parts]
+    joint = Int4Linear.concat(parts)
+    assert joint.out_features == 128 and joint.weight is None
+    assert torch.equal(joint(x), torch.cat(before, dim=-1))
+    assert all(torch.equal(p(x), b) for p, b in zip(parts, before, strict=True))
+    assert parts[1].packed.data_ptr() == joint.packed[64:].data_ptr()
+    with pytest.raises(ValueError, match="at most"):
+        joint(torch.randn(INT4_MAX_ROWS + 1, 96))
+    with pytest.raises(ValueError, match="Int4Linear"):
+        Int4Linear.concat([parts[0], lins[1]])
+
+
 def test_quantize_moves_grid_layers_only_and_precision_setting(tiny):
     model = nn.Sequential(nn.Linear(64, 32), nn.Linear(32, 64), nn.Linear(64, 32))
     with torch.no_grad():

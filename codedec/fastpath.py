@@ -1,0 +1,144 @@
+"""A lean forward for Llama-architecture decoders: the same arithmetic as transformers', fewer steps.
+
+Why: on a CPU a decode forward of SmolLM2-135M is a few large kernels (the int4 products, the
+attention over the cache) and some 3,000 small tensor operations, most of them transformers'
+generic plumbing — kwargs, output records, mask builders, casts that are no-ops here. This module
+runs the decoder stack of a ``LlamaForCausalLM`` directly from its modules: embedding, then per
+layer RMSNorm, q/k/v projections (whatever the layers are: ``nn.Linear`` or ``codedec.quant``'s
+int4 layers), RoPE with cos/sin from the model's own rotary module, the cache write through the
+cache's ``update`` (as transformers does), one SDPA call with grouped K/V heads, the output
+projection and the SiLU MLP; the final norm on the kept rows only, then ``lm_head``. On an int4
+model (``codedec.quant``) decode rows take q|k|v and gate|up as one int4 product each
+(``Int4Linear.concat``: 4 int4 calls per layer instead of 7, casts included).
+
+Contract: :func:`lean_forward` returns exactly what ``model(input_ids, position_ids,
+past_key_values, attention_mask, logits_to_keep)`` returns as logits [1, keep, V], and writes the
+same keys and values into the cache (tested bit for bit in fp32 against transformers' forward,
+over prefills, single steps, draft-tree masks and shifted positions). ``codedec.forward`` is its
+only caller; models it does not support (:func:`supports`) take transformers' forward.
+
+``$CODEDEC_FASTPATH=0`` turns it off (transformers' forward everywhere); so does a ``forward``
+set on the model instance (a wrapper that counts or instruments calls is honoured).
+
+What it is not: a new model implementation. It reads the modules' weights and calls their own
+``forward`` for the linear layers, norms' parameters and activation, so quantized layers, other
+RoPE scalings (the rotary module computes cos/sin) and biases keep working.
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+
+import torch
+from torch.nn import functional as F
+from transformers.models.llama.modeling_llama import LlamaForCausalLM
+
+from codedec.quant import INT4_MAX_ROWS, Int4Linear
+
+
+def supports(model) -> bool:
+    """True for a ``LlamaForCausalLM`` in inference (eval) mode with the plain SiLU MLP, unless
+    ``$CODEDEC_FASTPATH`` is ``0``."""
+    if os.environ.get("CODEDEC_FASTPATH", "1") == "0":
+        return False
+    if type(model) is not LlamaForCausalLM or model.training:
+        return False
+    config = model.config
+    return getattr(config, "hidden_act", None) == "silu" and getattr(config, "pretraining_tp", 1) == 1
+
+
+def _rms(x: torch.Tensor, norm) -> torch.Tensor:
+    """``LlamaRMSNorm``: computed in fp32, scaled in the input's dtype (one fused op for fp32
+    input — the same result, tested)."""
+    if x.dtype == torch.float32 and norm.weight.dtype == torch.float32:
+        return F.rms_norm(x, x.shape[-1:], norm.weight, norm.variance_epsilon)
+    dtype = x.dtype
+    h = x.to(torch.float32)
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
+    return norm.weight * h.to(dtype)
+
+
+def _causal(p: int, t: int, device) -> torch.Tensor:
+    """Boolean mask [1, 1, p, t + p]: new row i sees the t cached positions and new ones <= i."""
+    return torch.ones(p, t + p, dtype=torch.bool, device=device).tril(t)[None, None]
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class _Joint:
+    """Per layer, the int4 projections that share an input as one layer (``Int4Linear.concat``):
+    ``qkv`` (q, k, v) and ``gate_up`` (gate, up), or None where the layers are not all int4."""
+
+    def __init__(self, model) -> None:
+        self.qkv: list = []
+        self.gate_up: list = []
+        for layer in model.model.layers:
+            a, mlp = layer.self_attn, layer.mlp
+            self.qkv.append(_concat([a.q_proj, a.k_proj, a.v_proj]))
+            self.gate_up.append(_concat([mlp.gate_proj, mlp.up_proj]))
+
+
+def _concat(parts):
+    if all(type(p) is Int4Linear for p in parts):
+        return Int4Linear.concat(parts)
+    return None
+
+
+_JOINT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> _Joint
+
+
+@torch.inference_mode()
+def lean_forward(model, kv, input_ids: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor | None,
+                 keep: int) -> torch.Tensor:
+    """Logits [1, keep, V] after the P ids of ``input_ids`` [1, P] at ``positions`` [1, P],
+    appended to ``kv`` (a transformers ``Cache``: ``kv.update(k, v, layer)``); ``mask``: None
+    (causal) or an additive float mask [1, 1, P, T + P] over the T cached and P new positions.
+
+    Decode rows (P <= ``INT4_MAX_ROWS``) of an int4 model use joint q|k|v and gate|up products
+    (one int4 call each) and rotate q and k in one go."""
+    m = model.model
+    p = input_ids.shape[1]
+    t = kv.get_seq_length()
+    joint = _JOINT.get(model)
+    if joint is None:
+        joint = _JOINT[model] = _Joint(model)
+    small = p <= INT4_MAX_ROWS
+    x = m.embed_tokens(input_ids)  # [1, P, H]
+    cos, sin = m.rotary_emb(x, positions)  # [1, P, D] each
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # [1, 1, P, D]: broadcast over heads
+    if mask is None and p > 1:
+        mask = _causal(p, t, x.device)
+    for idx, layer in enumerate(m.layers):
+        attn = layer.self_attn
+        d = attn.head_dim
+        h = _rms(x, layer.input_layernorm)
+        qkv = joint.qkv[idx] if small else None
+        if qkv is not None:
+            hq = attn.q_proj.out_features // d
+            hk = attn.k_proj.out_features // d
+            heads = qkv(h).view(1, p, -1, d).transpose(1, 2)  # [1, Hq + 2 Hkv, P, D]
+            qk = heads[:, : hq + hk]
+            qk = qk * cos + _rotate_half(qk) * sin  # q and k rotated together (elementwise: the same values)
+            q, k, v = qk[:, :hq], qk[:, hq:], heads[:, hq + hk:]
+        else:
+            q = attn.q_proj(h).view(1, p, -1, d).transpose(1, 2)  # [1, Hq, P, D]
+            k = attn.k_proj(h).view(1, p, -1, d).transpose(1, 2)  # [1, Hkv, P, D]
+            v = attn.v_proj(h).view(1, p, -1, d).transpose(1, 2)  # [1, Hkv, P, D]
+            q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+        keys, values = kv.update(k, v, idx)  # [1, Hkv, T + P, D]
+        o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=attn.scaling,
+                                           enable_gqa=q.shape[1] != keys.shape[1])  # [1, Hq, P, D]
+        x = x + attn.o_proj(o.transpose(1, 2).reshape(1, p, -1))
+        h = _rms(x, layer.post_attention_layernorm)
+        mlp = layer.mlp
+        gate_up = joint.gate_up[idx] if small else None
+        if gate_up is not None:
+            gate, up = gate_up(h).split(mlp.gate_proj.out_features, dim=-1)
+        else:
+            gate, up = mlp.gate_proj(h), mlp.up_proj(h)
+        x = x + mlp.down_proj(mlp.act_fn(gate) * up)
+    return model.lm_head(_rms(x[:, p - keep:], m.norm))  # [1, keep, V]
