@@ -12,7 +12,8 @@ side, so neither pays HTTP. Both run the same file: the embedded model's GGUF
 codedec runs its full stack: ``CompletionService`` (prompt assembly, healing, prefix reuse, PIE
 for edits above the cursor, post-processing) with the ``suffix`` strategy (SuffixDecoding), one
 service per ``--precisions`` entry (``fp32``: the dequantized weights, exact; ``q4``: the GGUF's
-4-bit layers on torch's int4 kernel for decode rows, ``codedec.quant``).
+4-bit layers on torch's int4 kernel for decode rows, ``codedec.quant``; a ``-hf`` suffix runs that
+precision through transformers' forward instead of ``codedec.fastpath``'s lean one).
 
 Requests: replayed editing sessions on real files of a pip-installed package (default ``rich``):
 
@@ -57,6 +58,7 @@ from pathlib import Path
 import torch
 from bench_suffix import edit_sessions, function_bodies, pct
 
+from codedec import forward as forward_mod
 from codedec.engine import Engine
 from codedec.loading import load_model
 from codedec.prepare import prepare
@@ -287,7 +289,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--package", default="rich", help="pip-installed package whose files are edited")
     ap.add_argument("--precisions", default="fp32,q4", help="codedec sides, one service per precision "
-                    "(load_model's: fp32 exact, q4 the int4 decode kernel on the GGUF's 4-bit layers)")
+                    "(load_model's: fp32 exact, q4 the int4 decode kernel on the GGUF's 4-bit layers; "
+                    "a -hf suffix, e.g. q4-hf: through transformers' forward instead of codedec.fastpath)")
     ap.add_argument("--n-typing", type=int, default=60, help="requests of the typing sessions")
     ap.add_argument("--n-edit", type=int, default=12, help="edit-and-recomplete sessions")
     ap.add_argument("--max-tokens", type=int, default=64, help="multi-line requests (single-line: 48)")
@@ -314,7 +317,9 @@ def main() -> None:
     precisions = [d.strip() for d in args.precisions.split(",") if d.strip()]
     services, engines = {}, {}
     for d in precisions:
-        loaded = load_model("smollm2", precision=d)  # the same GGUF
+        loaded = load_model("smollm2", precision=d.removesuffix("-hf"))  # the same GGUF
+        if d.endswith("-hf"):  # this side through transformers' forward, not codedec.fastpath's
+            forward_mod._LEAN[loaded.model] = False
         engines[d] = Engine(loaded)
         services[f"codedec-{d}"] = CompletionService(engine=engines[d], threads=args.threads, max_cached_documents=64)
     llama = LlamaCpp(str(gguf), args.threads, cache_reuse=args.cache_reuse)

@@ -1,0 +1,190 @@
+"""Where a q4 decode forward's time goes, and two variants of it that were tried and not kept (E14).
+
+1. ``profile``: torch's profiler over 5 one-token forwards (the lean forward, q4) after ``--context``
+   cached tokens: operator self-time by kind, and the wall time per forward.
+2. ``attention``: the lean forward with SDPA replaced by two grouped matmuls (queries of a K/V head
+   packed as rows, softmax between) — paired per call against SDPA, 1/2/4/8 new tokens.
+3. ``compile``: the layer math around the cache write and SDPA compiled with ``torch.compile``
+   (inductor, dynamic shapes) — compile time, then paired per call against transformers' forward
+   and against the lean eager forward, 1/4/16 new tokens; the largest logit difference.
+
+    .venv/bin/python benchmarks/bench_decode_step.py --what profile,attention,compile --context 600,1850
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch.nn import functional as F
+
+from codedec import fastpath
+from codedec import forward as forward_mod
+from codedec.cache import KVCache
+from codedec.forward import prefill, tree_forward
+from codedec.loading import load_model
+
+
+def timed(fn) -> float:
+    t = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t) * 1000.0
+
+
+def paired(label: str, sides: dict, n: int, repeats: int = 11) -> dict:
+    """Each side (name -> callable that runs one forward and undoes it) in turn, ``repeats``
+    times; print medians and the median ratio of each side to the first [min..max]."""
+    times = {k: [] for k in sides}
+    for _ in range(repeats):
+        for k, fn in sides.items():
+            times[k].append(timed(fn))
+    base = next(iter(sides))
+    cols = "  ".join(f"{k} {statistics.median(v):6.1f} ms" for k, v in times.items())
+    ratios = "  ".join(f"{k}/{base} {statistics.median(r):.2f} [{min(r):.2f}..{max(r):.2f}]"
+                       for k in list(sides)[1:] for r in [[a / b for a, b in zip(times[k], times[base], strict=True)]])
+    print(f"{label}  n {n:2d}  {cols}  {ratios}", flush=True)
+    return times
+
+
+def grouped_matmul_attention(q, keys, values, attn_mask=None, scale=None, enable_gqa=False):
+    """SDPA's result for [1, Hq, P, D] queries over [1, Hkv, T, D] keys/values, as two matmuls."""
+    b, hq, p, d = q.shape
+    hkv = keys.shape[1]
+    s = torch.matmul(q.reshape(b, hkv, hq // hkv * p, d), keys.transpose(-1, -2)).mul_(scale)  # [1, Hkv, G*P, T]
+    if attn_mask is not None:
+        if attn_mask.dtype == torch.bool:
+            attn_mask = torch.zeros(attn_mask.shape).masked_fill(~attn_mask, float("-inf"))
+        s = s.view(b, hkv, hq // hkv, p, -1).add_(attn_mask.view(1, 1, 1, p, -1)).view(b, hkv, hq // hkv * p, -1)
+    return torch.matmul(torch.softmax(s, -1), values).view(b, hq, p, d)
+
+
+def run_profile(model, cache) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    keep = len(cache)
+    for _ in range(3):
+        tree_forward(model, cache, [200], [-1])
+        cache.crop(keep)
+    wall = []
+    for _ in range(11):
+        wall.append(timed(lambda: tree_forward(model, cache, [200], [-1])))
+        cache.crop(keep)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(5):
+            tree_forward(model, cache, [200], [-1])
+            cache.crop(keep)
+    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in events) / 5 / 1000.0
+    print(f"profile  context {keep}: wall {statistics.median(wall):.1f} ms per forward (median of 11), "
+          f"operator self-time {total:.1f} ms per forward", flush=True)
+    for e in events[:8]:
+        print(f"  {e.key:52s} {e.self_cpu_time_total / 5000.0:6.2f} ms  {100 * e.self_cpu_time_total / 5000.0 / total:5.1f} %"
+              f"  {e.count // 5:5d} calls", flush=True)
+    rest = sum(e.count for e in events[8:]) // 5
+    print(f"  {'(other operators)':52s} {sum(e.self_cpu_time_total for e in events[8:]) / 5000.0:6.2f} ms"
+          f"          {rest:5d} calls", flush=True)
+
+
+def run_attention(model, cache) -> None:
+    keep = len(cache)
+    real = F.scaled_dot_product_attention
+    for n in (1, 2, 4, 8):
+        ids, parents = list(range(200, 200 + n)), list(range(-1, n - 1))
+
+        def side(attention):
+            def go():
+                F.scaled_dot_product_attention = attention
+                try:
+                    tree_forward(model, cache, ids, parents)
+                finally:
+                    F.scaled_dot_product_attention = real
+                    cache.crop(keep)
+            return go
+        paired(f"attention context {keep}", {"sdpa": side(real), "matmul": side(grouped_matmul_attention)}, n)
+
+
+def compiled_layers(model):
+    """(pre, post) compiled: RMSNorm + q/k/v + RoPE before the cache write, o_proj + MLP after SDPA."""
+    def pre(x, layer, cos, sin):
+        attn, p = layer.self_attn, x.shape[1]
+        h = fastpath._rms(x, layer.input_layernorm)
+        q = attn.q_proj(h).view(1, p, -1, attn.head_dim).transpose(1, 2)
+        k = attn.k_proj(h).view(1, p, -1, attn.head_dim).transpose(1, 2)
+        v = attn.v_proj(h).view(1, p, -1, attn.head_dim).transpose(1, 2)
+        return q * cos + fastpath._rotate_half(q) * sin, k * cos + fastpath._rotate_half(k) * sin, v
+
+    def post(x, o, layer):
+        p, mlp = x.shape[1], layer.mlp
+        x = x + layer.self_attn.o_proj(o.transpose(1, 2).reshape(1, p, -1))
+        h = fastpath._rms(x, layer.post_attention_layernorm)
+        return x + mlp.down_proj(mlp.act_fn(mlp.gate_proj(h)) * mlp.up_proj(h))
+
+    return torch.compile(pre, dynamic=True), torch.compile(post, dynamic=True)
+
+
+@torch.inference_mode()
+def compiled_forward(model, fns, cache, ids, parents_unused=None):
+    pre, post = fns
+    m, p, t = model.model, len(ids), len(cache)
+    x = m.embed_tokens(torch.tensor([ids]))
+    cos, sin = m.rotary_emb(x, torch.arange(t, t + p)[None])
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+    mask = fastpath._causal(p, t, x.device) if p > 1 else None
+    for idx, layer in enumerate(m.layers):
+        q, k, v = pre(x, layer, cos, sin)
+        keys, values = cache.kv.update(k, v, idx)
+        o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=layer.self_attn.scaling,
+                                           enable_gqa=True)
+        x = post(x, o, layer)
+    cache.appended(ids)
+    return model.lm_head(fastpath._rms(x, m.norm))[0].float()
+
+
+def run_compile(model, cache) -> None:
+    keep = len(cache)
+    fns = compiled_layers(model)
+    for n in (1, 4, 16):
+        ids, parents = list(range(200, 200 + n)), list(range(-1, n - 1))
+        want = tree_forward(model, cache, ids, parents)
+        cache.crop(keep)
+        t = time.perf_counter()
+        got = compiled_forward(model, fns, cache, ids)
+        first = time.perf_counter() - t
+        cache.crop(keep)
+        print(f"compile context {keep}  n {n:2d}: first call {first:.1f} s, largest logit difference from the "
+              f"lean forward {float((got - want).abs().max()):.3g}", flush=True)
+
+        def lean(flag):
+            def go():
+                forward_mod._LEAN[model] = flag
+                tree_forward(model, cache, ids, parents)
+                cache.crop(keep)
+            return go
+
+        def comp():
+            compiled_forward(model, fns, cache, ids)
+            cache.crop(keep)
+        paired(f"compile context {keep}", {"transformers": lean(False), "lean": lean(True), "compiled": comp}, n)
+    forward_mod._LEAN.pop(model, None)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--what", default="profile,attention,compile")
+    ap.add_argument("--context", default="600,1850")
+    ap.add_argument("--precision", default="q4")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    model = load_model("smollm2", precision=args.precision).model
+    what = [w.strip() for w in args.what.split(",")]
+    for ctx in [int(c) for c in args.context.split(",")]:
+        cache = KVCache(model.config)
+        prefill(model, cache, [100 + (i % 30000) for i in range(ctx)])
+        for w in what:
+            {"profile": run_profile, "attention": run_attention, "compile": run_compile}[w](model, cache)
+
+
+if __name__ == "__main__":
+    main()
