@@ -93,7 +93,7 @@ def run_attention(model, cache) -> None:
     for n in (1, 2, 4, 8):
         ids, parents = list(range(200, 200 + n)), list(range(-1, n - 1))
 
-        def side(attention):
+        def side(attention, ids=ids, parents=parents):
             def go():
                 F.scaled_dot_product_attention = attention
                 try:
@@ -156,14 +156,14 @@ def run_compile(model, cache) -> None:
         print(f"compile context {keep}  n {n:2d}: first call {first:.1f} s, largest logit difference from the "
               f"lean forward {float((got - want).abs().max()):.3g}", flush=True)
 
-        def lean(flag):
+        def lean(flag, ids=ids, parents=parents):
             def go():
                 forward_mod._LEAN[model] = flag
                 tree_forward(model, cache, ids, parents)
                 cache.crop(keep)
             return go
 
-        def comp():
+        def comp(ids=ids):
             compiled_forward(model, fns, cache, ids)
             cache.crop(keep)
         paired(f"compile context {keep}", {"transformers": lean(False), "lean": lean(True), "compiled": comp}, n)

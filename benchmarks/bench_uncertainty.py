@@ -15,7 +15,10 @@ and partials — and post-processed by ``postprocess.finalize`` as the service d
 - ``cut:T``: a multi-line suggestion ends before the first line, after its first, whose first
   token's entropy is >= T nats (T = the calibrated tau, and lower / higher);
 - ``abstain:P``: nothing shown when the first token's probability is < P;
-- both.
+- ``line:P``: nothing shown when the first line's tokens have a geometric-mean probability < P
+  (``min_line_prob``; 0.6 and 0.7 were picked on the ``rich`` replay, so a second package's
+  replay is the out-of-sample check);
+- combinations.
 
 What is scored (independent of the rules: plain string comparison with what the user wrote):
 a shown character counts as useful when it lies in the common prefix of the shown text and the
@@ -44,10 +47,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_suffix import function_bodies  # noqa: E402
 
 CALIBRATED_TAU = 2.431  # `codedec calibrate --model smollm2` (benchmarks/raw/e9/calibrate_smollm2.txt)
-SETTINGS = [("off", None, None), ("cut:1.5", 1.5, None), (f"cut:{CALIBRATED_TAU}", CALIBRATED_TAU, None),
-            ("cut:3.5", 3.5, None), ("abstain:0.2", None, 0.2), ("abstain:0.4", None, 0.4),
-            ("abstain:0.6", None, 0.6), ("abstain:0.8", None, 0.8),
-            (f"cut:{CALIBRATED_TAU}+abstain:0.2", CALIBRATED_TAU, 0.2)]
+T = CALIBRATED_TAU
+SETTINGS = [("off", None, None, None), ("cut:1.5", 1.5, None, None), (f"cut:{T}", T, None, None),
+            ("cut:3.5", 3.5, None, None), ("abstain:0.2", None, 0.2, None), ("abstain:0.4", None, 0.4, None),
+            ("abstain:0.6", None, 0.6, None), ("abstain:0.8", None, 0.8, None),
+            (f"cut:{T}+abstain:0.2", T, 0.2, None),
+            ("line:0.5", None, None, 0.5), ("line:0.6", None, None, 0.6), ("line:0.7", None, None, 0.7),
+            (f"cut:{T}+line:0.6", T, None, 0.6), (f"cut:{T}+line:0.7", T, None, 0.7)]
+# (name, uncertainty_cut, min_first_prob, min_line_prob)
 
 
 def session(package: str, seed: int, max_requests: int) -> list[dict]:
@@ -79,13 +86,13 @@ def useful(shown: str, real: str) -> int:
     return n
 
 
-def shown_under(row: dict, cut: float | None, min_prob: float | None) -> str:
+def shown_under(row: dict, cut: float | None, min_prob: float | None, min_line_prob: float | None = None) -> str:
     from codedec.postprocess import finalize
     from codedec.uncertainty import apply_rules
 
     token_bytes = [bytes.fromhex(h) for h in row["token_bytes"]]
     text, _ = apply_rules(row["raw"], token_bytes, [tuple(u) for u in row["uncertainty"]], cut=cut,
-                          min_prob=min_prob, single_line=False, skip=row["heal_text"])
+                          min_prob=min_prob, single_line=False, skip=row["heal_text"], min_line_prob=min_line_prob)
     return finalize(text, row["prefix"], row["suffix"], "multi")
 
 
@@ -118,12 +125,13 @@ def run(package: str, seed: int, requests: int, max_tokens: int, check: int, thr
             print(f"\r{i + 1}/{len(items)} requests", end="", file=sys.stderr, flush=True)
         print(file=sys.stderr)
         for i, item in enumerate(items[:check]):  # the service, rules on, shows what the replay says
-            for name, cut, min_prob in SETTINGS[1:]:
+            for name, cut, min_prob, min_line_prob in SETTINGS[1:]:
                 req = CompletionRequest.from_settings(settings, id=f"check:{i}:{name}", doc=f"check:{i}:{name}",
                                                       prefix=item["prefix"], suffix=item["suffix"],
-                                                      single_line=False, uncertainty_cut=cut, min_first_prob=min_prob)
+                                                      single_line=False, uncertainty_cut=cut, min_first_prob=min_prob,
+                                                      min_line_prob=min_line_prob)
                 res = service.complete(req)
-                want = shown_under(row_of(item, res), cut, min_prob)
+                want = shown_under(row_of(item, res), cut, min_prob, min_line_prob)
                 assert res.text == want, (item["id"], name, res.text, want)
         if check:
             print(f"checked: the service with the rules on showed what the replay computes "
@@ -140,11 +148,11 @@ def score(rows: list[dict]) -> str:
            f"useful = common prefix with what the user wrote next",
            f"{'setting':28} {'shown':>6} {'chars shown':>11} {'useful':>7} {'precision':>9} {'recall':>7} "
            f"{'exact':>6} {'withheld':>8} {'cut':>5}"]
-    for name, cut, min_prob in SETTINGS:
+    for name, cut, min_prob, min_line_prob in SETTINGS:
         shown = useful_chars = exact = withheld = cuts = chars = 0
         for r in rows:
             off = shown_under(r, None, None)
-            text = shown_under(r, cut, min_prob)
+            text = shown_under(r, cut, min_prob, min_line_prob)
             if off and not text:
                 withheld += 1
             elif text != off:

@@ -99,6 +99,7 @@ def settings_from_complete_args(args: argparse.Namespace):
         "time_budget_ms": args.max_time_ms, "line_mode": "single" if args.single_line else args.line_mode,
         "strategy": args.strategy, "max_prompt_tokens": args.max_prompt_tokens,
         "uncertainty_cut": args.uncertainty_cut, "min_first_prob": args.min_first_prob,
+        "min_line_prob": args.min_line_prob,
         "context": args.context, "context_tokens": args.context_tokens,
     }
     try:
@@ -233,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "entropy reaches NATS (off by default)")
     p.add_argument("--min-first-prob", type=float, default=None, metavar="P",
                    help="show nothing when the first token's probability is below P (off by default)")
+    p.add_argument("--min-line-prob", type=float, default=None, metavar="P",
+                   help="show nothing when the first line's tokens are less likely than P on geometric mean "
+                        "(off by default; benchmarks/RESULTS.md measures it)")
     p.add_argument("--context", default="truncate", choices=("none", "truncate", "longcodezip", "coarse"),
                    help="cross-file context from the file's workspace: none, truncate (default), longcodezip "
                         "(LongCodeZip compression with the model), coarse (its function-level stage only)")

@@ -188,6 +188,7 @@ class CompletionRequest:
     strategy: str = "plain"
     uncertainty_cut: float | None = None
     min_first_prob: float | None = None
+    min_line_prob: float | None = None
     context: str = "none"
     context_tokens: int | None = None
     context_chunks: tuple = ()
@@ -234,6 +235,7 @@ class CompletionRequest:
             strategy=settings.strategy,
             uncertainty_cut=settings.uncertainty_cut,
             min_first_prob=settings.min_first_prob,
+            min_line_prob=settings.min_line_prob,
             context=settings.context,
             context_tokens=settings.context_tokens,
         )
@@ -520,10 +522,15 @@ class CompletionService:
     def _uncertainty_rules(self, request: CompletionRequest, prepared, tokens: list[int],
                            uncertainty: list[tuple[float, float]], text: str, stats: dict) -> str:
         """The editor's uncertainty rules (``codedec.uncertainty``) on the generated ``text``:
-        withhold when the first token is unlikely, cut a multi-line suggestion at the first
-        uncertain line after its first. What they did goes into ``stats``."""
+        withhold when the first token or the first line is unlikely, cut a multi-line suggestion
+        at the first uncertain line after its first. What they did goes into ``stats``."""
+        from codedec.uncertainty import first_line_confidence
+
         if uncertainty and not math.isnan(uncertainty[0][1]):
             stats["first_token_prob"] = uncertainty[0][1]
+        line = first_line_confidence([self.engine.vocab.token_bytes[t] for t in tokens], uncertainty)
+        if line is not None:
+            stats["first_line_prob"] = line[0]
         shown, why = self._shown(request, prepared, tokens, uncertainty, text)
         if why == "withheld":
             stats["withheld"] = True
@@ -532,18 +539,18 @@ class CompletionService:
         return shown
 
     def _shown(self, request: CompletionRequest, prepared, tokens: list[int],
-               uncertainty: list[tuple[float, float]], text: str) -> tuple[str, str | None]:
+               uncertainty: list[tuple[float, float]], text: str, final: bool = True) -> tuple[str, str | None]:
         """(how much of the raw ``text`` so far the editor may show, why less: ``withheld``,
-        ``cut`` or None). The final answer and every streamed partial go through it, so the
-        partials never show what the final answer takes back."""
+        ``cut`` or None). The final answer and every streamed partial (``final`` False) go
+        through it, so the partials never show what the final answer takes back."""
         from codedec.uncertainty import apply_rules
 
-        if request.uncertainty_cut is None and request.min_first_prob is None:
+        if request.uncertainty_cut is None and request.min_first_prob is None and request.min_line_prob is None:
             return text, None
         table = self.engine.vocab.token_bytes
         return apply_rules(text, [table[t] for t in tokens], uncertainty, cut=request.uncertainty_cut,
                            min_prob=request.min_first_prob, single_line=request.single_line,
-                           skip=prepared.heal_text)
+                           skip=prepared.heal_text, min_line_prob=request.min_line_prob, final=final)
 
     def _context_for(self, request: CompletionRequest) -> tuple[tuple, str, float]:
         """(cross-file chunks, the file's path as shown, ms spent gathering): the client's own
@@ -648,7 +655,7 @@ class CompletionService:
             if first_text_ms is None:
                 first_text_ms = step.elapsed_ms
             if request.on_delta is not None:
-                visible, _ = self._shown(request, prepared, tokens, uncertainty, text)
+                visible, _ = self._shown(request, prepared, tokens, uncertainty, text, final=False)
                 if len(visible) > streamed:
                     try:
                         request.on_delta(visible[streamed:], visible)

@@ -37,6 +37,7 @@ _ALIASES = {
     "topP": "top_p",
     "uncertaintyCut": "uncertainty_cut",
     "minFirstProb": "min_first_prob",
+    "minLineProb": "min_line_prob",
     "contextTokens": "context_tokens",
 }
 
@@ -58,7 +59,9 @@ class ServerSettings:
     ``strategy``: how tokens are chosen (``codedec.strategy``; ``plain`` = one per forward).
     ``uncertainty_cut`` (nats, None = off): a multi-line suggestion ends before the first line
     after its first whose first uncertain token reaches this entropy (``codedec.uncertainty``);
-    ``min_first_prob`` (None = off): a suggestion whose first token is less likely is withheld.
+    ``min_first_prob`` (None = off): a suggestion whose first token is less likely is withheld;
+    ``min_line_prob`` (None = off): one whose first line's tokens are less likely on geometric
+    mean is withheld (streamed once that line is complete).
     ``context``: cross-file context from the workspace (``codedec.context.crossfile``: ``none``,
     ``truncate``, ``longcodezip``, ``coarse``); ``context_tokens``: its token budget (None = a
     quarter of the prompt budget).
@@ -82,6 +85,7 @@ class ServerSettings:
     strategy: str = "plain"
     uncertainty_cut: float | None = None
     min_first_prob: float | None = None
+    min_line_prob: float | None = None
     context: str = "truncate"
     context_tokens: int | None = None
 
@@ -112,8 +116,10 @@ class ServerSettings:
         if self.context_tokens is not None and not 0 <= self.context_tokens <= 1 << 20:
             raise ValueError(f"context_tokens must be in 0..{1 << 20} (or null: a quarter of the prompt), "
                              f"got {self.context_tokens}")
-        if self.min_first_prob is not None and not 0 <= self.min_first_prob <= 1:
-            raise ValueError(f"min_first_prob must be in [0, 1] (or null: off), got {self.min_first_prob}")
+        for name in ("min_first_prob", "min_line_prob"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= 1:
+                raise ValueError(f"{name} must be in [0, 1] (or null: off), got {value}")
 
     def language_enabled(self, language_id: str) -> bool:
         return not self.languages or language_id in self.languages
@@ -210,7 +216,7 @@ def _coerce(name: str, value: Any) -> Any:
         if not isinstance(value, bool):
             raise TypeError("expected true or false")
         return value
-    if name in ("uncertainty_cut", "min_first_prob"):
+    if name in ("uncertainty_cut", "min_first_prob", "min_line_prob"):
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, int | float):

@@ -9,7 +9,9 @@ What it is:
    before the line of the first token after the first line whose entropy reaches ``threshold``
    (show the confident part, whole lines), or None;
 3. ``withhold(uncertainty, min_prob)``: whether to show nothing because the first token's
-   probability is below ``min_prob``;
+   probability is below ``min_prob``; ``first_line_confidence``: the geometric-mean probability
+   of the first line's tokens, the signal of the ``min_line_prob`` rule (withhold below it — at a
+   line start the first token is nearly always confident, the first line's tokens are not);
 4. ``apply_rules(...)``: both, as the service applies them to a generated text (the final answer,
    each streamed partial, and ``benchmarks/bench_uncertainty.py`` replaying a session offline).
 
@@ -66,6 +68,34 @@ def spike_cut(token_bytes: Sequence[bytes], uncertainty: Sequence[tuple[float, f
     return None
 
 
+def first_line_confidence(token_bytes: Sequence[bytes],
+                          uncertainty: Sequence[tuple[float, float]]) -> tuple[float, bool] | None:
+    """(geometric mean of the probabilities of the tokens on the suggestion's first line, whether
+    that line is complete), or None before any token. The first line ends at the first newline
+    after some non-blank text (a token that starts with it belongs to the next line; one that
+    contains it later ends this one); it is complete once such a newline was generated.
+    Tokens of unknown probability (NaN) are left out."""
+    logs: list[float] = []
+    seen_text = False  # non-blank text generated on the first line so far
+    complete = False
+    for b, (_entropy, prob) in zip(token_bytes, uncertainty, strict=False):
+        if seen_text and b.startswith(b"\n"):  # the next line's token: the first line ended before it
+            complete = True
+            break
+        if not math.isnan(prob):
+            logs.append(math.log(max(prob, 1e-12)))
+        for k, part in enumerate(b.split(b"\n")):
+            if k and seen_text:  # a newline after text: this token ends the first line
+                complete = True
+                break
+            seen_text = seen_text or bool(part.strip())
+        if complete:
+            break
+    if not logs:
+        return None
+    return math.exp(sum(logs) / len(logs)), complete
+
+
 def withhold(uncertainty: Sequence[tuple[float, float]], min_prob: float) -> bool:
     """True when the first token's probability is known and below ``min_prob``."""
     if not uncertainty:
@@ -75,14 +105,24 @@ def withhold(uncertainty: Sequence[tuple[float, float]], min_prob: float) -> boo
 
 
 def apply_rules(text: str, token_bytes: Sequence[bytes], uncertainty: Sequence[tuple[float, float]], *,
-                cut: float | None, min_prob: float | None, single_line: bool, skip: str = "") -> tuple[str, str | None]:
+                cut: float | None, min_prob: float | None, single_line: bool, skip: str = "",
+                min_line_prob: float | None = None, final: bool = True) -> tuple[str, str | None]:
     """(how much of the generated ``text`` the editor may show, why less: ``withheld``, ``cut`` or
-    None). ``min_prob``: withhold when the first token is less likely (None: off); ``cut``: end a
-    multi-line suggestion before the first line after its first whose first token's entropy
-    reaches it (None: off; never for ``single_line``). ``token_bytes``/``uncertainty``: per
-    generated token; ``skip``: token healing's re-created text at the start."""
+    None). ``min_prob``: withhold when the first token is less likely (None: off);
+    ``min_line_prob``: withhold when the first line's tokens are, on geometric mean
+    (``first_line_confidence``; None: off) — while that line is not complete and the text is not
+    ``final`` (a streamed partial) nothing is shown yet; ``cut``: end a multi-line suggestion
+    before the first line after its first whose first token's entropy reaches it (None: off;
+    never for ``single_line``). ``token_bytes``/``uncertainty``: per generated token; ``skip``:
+    token healing's re-created text at the start."""
     if min_prob is not None and withhold(uncertainty, min_prob):
         return "", "withheld"
+    if min_line_prob is not None:
+        line = first_line_confidence(token_bytes, uncertainty)
+        if not final and (line is None or not line[1]):
+            return "", None  # undecided yet: show nothing until the first line is complete
+        if line is not None and line[0] < min_line_prob:
+            return "", "withheld"
     if cut is not None and not single_line and len(token_bytes) == len(uncertainty):
         keep = spike_cut(token_bytes, uncertainty, cut, skip)
         if keep is not None and keep < len(text):

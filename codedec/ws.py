@@ -8,7 +8,7 @@ Protocol (one JSON object per text message):
   the KV cache and supersede: a new request for the same path cancels the previous one. Options
   (all optional): ``max_tokens``, ``single_line``, ``time_budget_ms``, ``decoding`` (list or
   ``"a,b"``), ``heal``, ``temperature``, ``top_k``, ``top_p``, ``seed``, ``strategy``,
-  ``uncertainty_cut``, ``min_first_prob`` — the fields of
+  ``uncertainty_cut``, ``min_first_prob``, ``min_line_prob`` — the fields of
   ``codedec.settings.ServerSettings``, so the same knobs as the CLI and the LSP settings.
 - server -> client ``{"type": "delta", "id": ID, "text": STR}`` for each new piece (raw, as
   generated), then exactly one ``{"type": "done", "id": ID, "text": FULL, "stats": {...}}`` — FULL
@@ -62,7 +62,7 @@ DEFAULT_PORT = 8765
 MAX_MESSAGE_BYTES = 1 << 20
 MAX_ACTIVE_PER_CONNECTION = 4  # requests of one connection running or queued at once
 _OPTION_FIELDS = {"max_tokens", "time_budget_ms", "decoding", "heal", "temperature", "top_k", "top_p", "seed",
-                  "strategy", "uncertainty_cut", "min_first_prob"}
+                  "strategy", "uncertainty_cut", "min_first_prob", "min_line_prob"}
 
 
 def is_loopback(host: str) -> bool:

@@ -5,7 +5,7 @@ out of the latencies); *acceptance rate* = accepted / (accepted +
 rejected) — suggestions the client reported on; *latency* = request received -> response sent,
 per source (``model`` calls vs typed-ahead ``cache`` hits); *first partial* = request received ->
 first ``codedec/partial`` notification; *uncertainty* = model completions the uncertainty rules
-withheld or cut (``uncertaintyCut`` / ``minFirstProb``), and the acceptance rate of the cut ones
+withheld or cut (``uncertaintyCut`` / ``minFirstProb`` / ``minLineProb``), and the acceptance rate of the cut ones
 beside the others' (accept/reject events joined to completions by request id).
 """
 

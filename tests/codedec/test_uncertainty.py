@@ -12,7 +12,7 @@ from transformers import LlamaConfig
 
 from codedec.engine import Engine
 from codedec.service import CompletionRequest, CompletionService
-from codedec.uncertainty import spike_cut, token_uncertainty, withhold
+from codedec.uncertainty import apply_rules, first_line_confidence, spike_cut, token_uncertainty, withhold
 
 NAN = (math.nan, math.nan)
 
@@ -37,6 +37,27 @@ def test_spike_cut_keeps_whole_confident_lines():
 def test_withhold():
     assert withhold([(4.0, 0.05), (0.1, 0.9)], 0.2) and not withhold([(0.2, 0.95)], 0.2)
     assert not withhold([NAN], 0.2) and not withhold([], 0.2)
+
+
+def test_first_line_confidence_and_the_line_rule():
+    sure, unsure = (0.1, 0.9), (3.0, 0.1)
+    toks = [b"    a", b" = 1", b"\n", b"b"]
+    p, complete = first_line_confidence(toks, [sure, unsure, sure, sure])
+    assert p == pytest.approx(math.sqrt(0.9 * 0.1)) and complete  # "\n" opens line 2: not counted
+    assert first_line_confidence(toks[:2], [sure, unsure]) == (pytest.approx(0.3), False)  # line still open
+    assert first_line_confidence([b"x = 1\n", b"y"], [unsure, sure]) == (pytest.approx(0.1), True)
+    # a newline before any text does not end the first line
+    assert first_line_confidence([b"\n", b"    a", b"\n"], [sure, unsure, sure]) == (pytest.approx(0.3), True)
+    assert first_line_confidence([b"a"], [NAN]) is None and first_line_confidence([], []) is None
+    text, unc = "    a = 1\nb", [sure, unsure, sure, sure]
+    assert apply_rules(text, toks, unc, cut=None, min_prob=None, single_line=False, min_line_prob=0.5) == \
+        ("", "withheld")
+    assert apply_rules(text, toks, unc, cut=None, min_prob=None, single_line=False, min_line_prob=0.2) == (text, None)
+    # a streamed partial whose first line is still open shows nothing yet; the final answer decides
+    assert apply_rules("    a = 1", toks[:2], unc[:2], cut=None, min_prob=None, single_line=False,
+                       min_line_prob=0.2, final=False) == ("", None)
+    assert apply_rules("    a = 1", toks[:2], unc[:2], cut=None, min_prob=None, single_line=False,
+                       min_line_prob=0.2) == ("    a = 1", None)
 
 
 class Unsure(torch.nn.Module):
@@ -122,5 +143,24 @@ def test_the_service_withholds_an_unsure_first_token(tiny):
         complete(service, min_first_prob=shown.stats["first_token_prob"] / 2,
                  on_delta=lambda _d, text: streamed.append(text))
         assert streamed  # a sure enough first token streams
+    finally:
+        service.close()
+
+
+def test_the_service_withholds_an_unsure_first_line(tiny):
+    """A sure first token, an unsure rest of the line: ``min_first_prob`` shows it, ``min_line_prob``
+    withholds it; with a low enough threshold the partials start once the first line is complete."""
+    service = service_for(tiny, [("    a", 10.0), (" = 1", 0.5), ("\n", 10.0), ("    b = 2", 10.0)])
+    try:
+        off = complete(service)
+        line_prob = off.stats["first_line_prob"]
+        assert off.stats["first_token_prob"] > 0.9 and 0 < line_prob < 0.5
+        assert complete(service, min_first_prob=0.5).text == off.text
+        streamed: list[str] = []
+        held = complete(service, min_line_prob=min(1.0, line_prob * 1.5), on_delta=lambda _d, t: streamed.append(t))
+        assert held.text == "" and held.stats["withheld"] is True and streamed == []
+        shown = complete(service, min_line_prob=line_prob / 2, on_delta=lambda _d, t: streamed.append(t))
+        assert shown.text == off.text and streamed
+        assert all("\n" in t for t in streamed)  # nothing before the first line was complete
     finally:
         service.close()
