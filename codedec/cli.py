@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,6 +201,7 @@ def cmd_not_yet(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from codedec.presets import DEFAULT_MODEL
+    from codedec.settings import add_precision_option
 
     parser = argparse.ArgumentParser(
         prog="codedec",
@@ -243,9 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context-tokens", type=int, default=None, metavar="N",
                    help="token budget of the cross-file context (default: a quarter of the prompt budget)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming")
-    p.add_argument("--precision", choices=("auto", "fp32", "q4"), default=None,
-                   help="auto (default, or $CODEDEC_PRECISION): the int4 decode kernel for "
-                   "layers the model's GGUF stores in 4 bits (q4), else fp32; fp32: exact")
+    add_precision_option(p)
     p.set_defaults(func=cmd_complete)
 
     p = sub.add_parser("calibrate", help="learn the model's AdaDec entropy threshold from real code (teacher forcing)")
@@ -288,8 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
-    if getattr(args, "precision", None):  # read by load_model, here and in servers started from here
-        os.environ["CODEDEC_PRECISION"] = args.precision
+    from codedec.settings import use_precision_option
+
+    use_precision_option(args)  # read by load_model, here and in servers started from here
     try:
         return args.func(args)
     except CliError as err:

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from codedec.presets import PRESETS, get_preset
+from codedec.settings import PRECISIONS
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerFast
@@ -144,9 +145,6 @@ def load_model(
     log.info("loaded %s (%s preset, %s) from %s in %.2f s", spec, preset["name"], loaded.precision, path,
              time.perf_counter() - t0)
     return loaded
-
-
-PRECISIONS = ("auto", "fp32", "q4")
 
 
 def _apply_precision(model: Any, precision: str | None, dtype: torch.dtype, device: str, path: Path) -> str:

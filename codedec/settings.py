@@ -12,6 +12,7 @@ What it is not: a request (``codedec.service.CompletionRequest`` carries the per
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
@@ -235,3 +236,21 @@ def _coerce(name: str, value: Any) -> Any:
             raise TypeError("expected a path or null")
         return value
     raise AssertionError(name)  # every field is handled above
+
+
+PRECISIONS = ("auto", "fp32", "q4")  # codedec.loading.load_model's precision setting
+
+
+def add_precision_option(parser) -> None:
+    """``--precision`` on a command line (complete, serve, eval): ``use_precision_option`` then
+    exports it as ``$CODEDEC_PRECISION``, which ``load_model`` reads (servers started from the
+    command inherit it)."""
+    parser.add_argument("--precision", choices=PRECISIONS, default=None,
+                        help="auto (default, or $CODEDEC_PRECISION): the int4 decode kernel for layers the "
+                        "model's GGUF stores in 4 bits (q4), else fp32; fp32: exact")
+
+
+def use_precision_option(args) -> None:
+    """Export a given ``--precision`` (see ``add_precision_option``)."""
+    if getattr(args, "precision", None):
+        os.environ["CODEDEC_PRECISION"] = args.precision

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -27,15 +26,14 @@ EXIT_USAGE = 2
 
 def _common(p: argparse.ArgumentParser) -> None:
     from codedec.presets import DEFAULT_MODEL
+    from codedec.settings import add_precision_option
 
     p.add_argument("--model", default=DEFAULT_MODEL, help="preset name, local dir, .gguf or cached hub id")
     p.add_argument("--decoding", default="",
                    help='configurations to compare: "a,b;c" (";" separates configurations, "" = plain, '
                         '"no-heal" turns token healing off)')
     p.add_argument("--limit", type=int, default=None, help="only the first N problems / records")
-    p.add_argument("--precision", choices=("auto", "fp32", "q4"), default=None,
-                   help="auto (default, or $CODEDEC_PRECISION): the int4 decode kernel for "
-                   "layers the model's GGUF stores in 4 bits (q4), else fp32; fp32: exact")
+    add_precision_option(p)
     p.add_argument("--n-samples", type=int, default=1, help="completions per problem (pass@k needs k <= N)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--seed", type=int, default=0, help="base seed when sampling")
@@ -147,8 +145,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "precision", None):  # read by load_model
-        os.environ["CODEDEC_PRECISION"] = args.precision
+    from codedec.settings import use_precision_option
+
+    use_precision_option(args)  # read by load_model
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr)
     try:
         return _build(args) if args.task == "build-repobench" else _evaluate(args)

@@ -20,6 +20,7 @@ import sys
 from typing import Any
 
 from codedec.service import LINE_MODES, ServerSettings
+from codedec.settings import add_precision_option, use_precision_option
 
 EXIT_USAGE = 2
 
@@ -29,9 +30,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", default=None, help="preset name, local dir, .gguf file or cached hub id (default smollm2)"
     )
-    parser.add_argument("--precision", choices=("auto", "fp32", "q4"), default=None,
-        help="auto (default, or $CODEDEC_PRECISION): the int4 decode kernel for "
-                   "layers the model's GGUF stores in 4 bits (q4), else fp32; fp32: exact")
+    add_precision_option(parser)
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--stdio", action="store_true", help="LSP over stdin/stdout (the default)")
     where.add_argument("--tcp", metavar="HOST:PORT", default=None, help="LSP over TCP instead of stdio")
@@ -123,8 +122,7 @@ def _stderr(message: str) -> None:
 
 def run_serve(args: argparse.Namespace) -> int:
     """Serve until the client goes away (see the module docstring). Returns the exit code."""
-    if getattr(args, "precision", None):  # read by load_model
-        os.environ["CODEDEC_PRECISION"] = args.precision
+    use_precision_option(args)  # read by load_model
     from codedec.ws import check_bind, parse_hostport
 
     try:
