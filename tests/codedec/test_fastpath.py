@@ -1,11 +1,12 @@
 """``codedec.fastpath``: the lean forward returns transformers' logits and writes transformers'
-keys/values — bit for bit in fp32 here (same kernels, same order), over a prefill on an empty
+keys/values — bit for bit in fp32 and bf16 here (same kernels, same order), over a prefill on an empty
 cache, a chunk after cached positions, single steps, a draft-tree mask and shifted positions (PIE),
 on tiny GQA and MHA models and (integration) the embedded model; and ``codedec.forward`` uses it.
 """
 
 from __future__ import annotations
 
+import copy
 import random
 
 import pytest
@@ -66,12 +67,13 @@ def _compare(model, vocab: int, seed: int) -> None:
                 assert torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("kv_heads", [2, 4])  # GQA and MHA
-def test_lean_forward_equals_transformers_tiny(make_tiny, kv_heads, monkeypatch):
+def test_lean_forward_equals_transformers_tiny(make_tiny, kv_heads, dtype, monkeypatch):
     monkeypatch.setenv("TRANSFORMERS_SDPA_FORCE_GQA", "1")  # what load_model sets on CPU
-    loaded = make_tiny(seed=kv_heads, num_key_value_heads=kv_heads)
-    assert fastpath.supports(loaded.model)
-    _compare(loaded.model, loaded.model.config.vocab_size, seed=kv_heads)
+    model = copy.deepcopy(make_tiny(seed=kv_heads, num_key_value_heads=kv_heads).model).to(dtype)
+    assert fastpath.supports(model)
+    _compare(model, model.config.vocab_size, seed=kv_heads)
 
 
 def test_codedec_forward_takes_the_lean_path(tiny, monkeypatch):
@@ -118,8 +120,6 @@ def test_lean_forward_equals_transformers_int4(make_tiny, monkeypatch):
     rows take the joint q|k|v and gate|up int4 products, and still match transformers' forward
     over the separate layers bit for bit (prefill rows over INT4_MAX_ROWS take the separate
     layers' fp32 weights)."""
-    import copy
-
     from test_quant import grid_weight
     from torch import nn
 
