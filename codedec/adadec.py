@@ -10,12 +10,8 @@ What it is: a decoding strategy (``codedec.strategy``). Each step:
    tokens further, greedily, through the same processors; its score is the mean log-probability
    of the candidate and its rollout (each under the processed distribution of its own step); the
    best-scoring candidate is committed — one token, then decoding goes on. A rollout that reaches a
-   stop (or the token limit) ends there and counts as certain afterwards: its missing steps add
-   log-probability 0, so every branch's score is its summed log-probability over 1 + L steps
-   (a stop candidate scores its own log-probability / (1 + L)). Averaging an ended branch over its
-   own few steps instead made the rerank almost never stop a block (measured on multi-line
-   infilling: 2.3x greedy's tokens). Rollouts leave no trace in the cache, the processors, the
-   detokenizer, the stopper or the random stream.
+   stop ends there (a stop candidate scores its own log-probability). Rollouts leave no trace in
+   the cache, the processors, the detokenizer, the stopper or the random stream.
 
 ``stats``: steps, pauses (the fraction the paper keeps small) and how often the rerank changed the
 most likely token.
@@ -136,12 +132,11 @@ class AdaDecStrategy:
                 level = following
         finally:
             state.cache.crop(context)
-        return [total / (1 + self.config.lookahead) for total in totals]  # ended: 0 per missing step
+        return [total / n for total, n in zip(totals, counts, strict=True)]
 
     def _rollout(self, state: DecodeState, cand: int, logp: float) -> float:
-        """Summed log-probability of ``cand`` and up to ``lookahead`` greedy tokens after it, over
-        1 + ``lookahead`` steps (a rollout that stops early adds 0 for the steps it did not take);
-        the state is left exactly as it was."""
+        """Mean log-probability of ``cand`` and up to ``lookahead`` greedy tokens after it; the
+        state is left exactly as it was."""
         before = len(state.ids)
         total, n = logp, 1
         state.advance((cand,))
@@ -154,4 +149,4 @@ class AdaDecStrategy:
             state.advance((token,))
         state.rollback(len(state.ids) - before)
         state.finish_reason = None  # rollback(0) after a stop candidate leaves it set
-        return total / (1 + self.config.lookahead)  # ended early: 0 per missing step
+        return total / n
