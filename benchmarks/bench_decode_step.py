@@ -19,6 +19,7 @@ import time
 
 import torch
 from torch.nn import functional as F
+from transformers.models.llama.modeling_llama import rotate_half
 
 from codedec import fastpath
 from codedec import forward as forward_mod
@@ -113,7 +114,7 @@ def compiled_layers(model):
         q = attn.q_proj(h).view(1, p, -1, attn.head_dim).transpose(1, 2)
         k = attn.k_proj(h).view(1, p, -1, attn.head_dim).transpose(1, 2)
         v = attn.v_proj(h).view(1, p, -1, attn.head_dim).transpose(1, 2)
-        return q * cos + fastpath._rotate_half(q) * sin, k * cos + fastpath._rotate_half(k) * sin, v
+        return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin, v
 
     def post(x, o, layer):
         p, mlp = x.shape[1], layer.mlp
@@ -158,7 +159,7 @@ def run_compile(model, cache) -> None:
 
         def lean(flag, ids=ids, parents=parents):
             def go():
-                forward_mod._LEAN[model] = flag
+                forward_mod.use_fastpath(model, flag)
                 tree_forward(model, cache, ids, parents)
                 cache.crop(keep)
             return go
@@ -167,7 +168,7 @@ def run_compile(model, cache) -> None:
             compiled_forward(model, fns, cache, ids)
             cache.crop(keep)
         paired(f"compile context {keep}", {"transformers": lean(False), "lean": lean(True), "compiled": comp}, n)
-    forward_mod._LEAN.pop(model, None)
+    forward_mod.use_fastpath(model, None)
 
 
 def main() -> None:

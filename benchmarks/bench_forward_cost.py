@@ -54,7 +54,7 @@ def by_precision(precisions: list[str], contexts: list[int], fastpath: bool = Fa
                 for side, (p, lean) in sides.items():
                     model, cache = models[p], caches[p]
                     if lean is not None:
-                        forward_mod._LEAN[model] = lean
+                        forward_mod.use_fastpath(model, lean)
                     keep = len(cache)
                     t = time.perf_counter()
                     tree_forward(model, cache, list(range(200, 200 + n)), list(range(-1, n - 1)))
@@ -67,7 +67,7 @@ def by_precision(precisions: list[str], contexts: list[int], fastpath: bool = Fa
                 for s in list(sides)[1:] for r in [[a / b for a, b in zip(times[s], times[base], strict=True)]])
             print(f"context {ctx:5d}  n {n:2d}  {cols}  {ratios}", flush=True)
         for model in models.values():
-            forward_mod._LEAN.pop(model, None)
+            forward_mod.use_fastpath(model, None)
 
 
 def main() -> None:

@@ -319,7 +319,7 @@ def main() -> None:
     for d in precisions:
         loaded = load_model("smollm2", precision=d.removesuffix("-hf"))  # the same GGUF
         if d.endswith("-hf"):  # this side through transformers' forward, not codedec.fastpath's
-            forward_mod._LEAN[loaded.model] = False
+            forward_mod.use_fastpath(loaded.model, False)
         engines[d] = Engine(loaded)
         services[f"codedec-{d}"] = CompletionService(engine=engines[d], threads=args.threads, max_cached_documents=64)
     llama = LlamaCpp(str(gguf), args.threads, cache_reuse=args.cache_reuse)

@@ -32,7 +32,7 @@ import weakref
 
 import torch
 from torch.nn import functional as F
-from transformers.models.llama.modeling_llama import LlamaForCausalLM
+from transformers.models.llama.modeling_llama import LlamaForCausalLM, rotate_half
 
 from codedec.quant import INT4_MAX_ROWS, Int4Linear
 
@@ -62,11 +62,6 @@ def _rms(x: torch.Tensor, norm) -> torch.Tensor:
 def _causal(p: int, t: int, device) -> torch.Tensor:
     """Boolean mask [1, 1, p, t + p]: new row i sees the t cached positions and new ones <= i."""
     return torch.ones(p, t + p, dtype=torch.bool, device=device).tril(t)[None, None]
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
 class _Joint:
@@ -122,13 +117,13 @@ def lean_forward(model, kv, input_ids: torch.Tensor, positions: torch.Tensor, ma
             hk = attn.k_proj.out_features // d
             heads = qkv(h).view(1, p, -1, d).transpose(1, 2)  # [1, Hq + 2 Hkv, P, D]
             qk = heads[:, : hq + hk]
-            qk = qk * cos + _rotate_half(qk) * sin  # q and k rotated together (elementwise: the same values)
+            qk = qk * cos + rotate_half(qk) * sin  # q and k rotated together (elementwise: the same values)
             q, k, v = qk[:, :hq], qk[:, hq:], heads[:, hq + hk:]
         else:
             q = attn.q_proj(h).view(1, p, -1, d).transpose(1, 2)  # [1, Hq, P, D]
             k = attn.k_proj(h).view(1, p, -1, d).transpose(1, 2)  # [1, Hkv, P, D]
             v = attn.v_proj(h).view(1, p, -1, d).transpose(1, 2)  # [1, Hkv, P, D]
-            q, k = q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+            q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
         keys, values = kv.update(k, v, idx)  # [1, Hkv, T + P, D]
         o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=attn.scaling,
                                            enable_gqa=q.shape[1] != keys.shape[1])  # [1, Hq, P, D]

@@ -13,6 +13,9 @@ next-token logits in float32:
   caller then keeps the accepted path with ``KVCache.keep``); ``tree_rows_sequential`` is its
   slow reference (one ``decode_one`` per node), for tests and the exactness benchmark
 
+``use_fastpath(model, on)``: whether a model's forwards take ``codedec.fastpath``'s lean forward
+(the default where it supports the model) or transformers' (benchmarks compare the two).
+
 Row i of ``verify_forward`` equals what ``decode_one`` would return after feeding ``ids[:i+1]``
 one at a time (up to floating-point reassociation). Nothing here samples or knows about text.
 Every forward adds one to ``cache.forwards`` (the ``forwards`` figure of a completion).
@@ -62,6 +65,16 @@ class Interrupted(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+def use_fastpath(model, on: bool | None) -> None:
+    """Whether ``model``'s forwards go through ``codedec.fastpath``'s lean forward (True, where it
+    supports the model), through transformers' (False) — benchmarks compare the two on one model —
+    or as ``fastpath.supports`` decides (None, the default)."""
+    if on is None:
+        _LEAN.pop(model, None)
+    else:
+        _LEAN[model] = bool(on) and fastpath.supports(model)
 
 
 def _forward(model, cache: KVCache, ids: Sequence[int], keep: int, positions: torch.Tensor | None = None,

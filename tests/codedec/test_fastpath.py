@@ -87,20 +87,20 @@ def test_codedec_forward_takes_the_lean_path(tiny, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(fastpath, "lean_forward", counting)
-    fwd._LEAN.pop(tiny.model, None)
+    fwd.use_fastpath(tiny.model, None)
     cache = KVCache(tiny.model.config)
     lean = [fwd.prefill(tiny.model, cache, list(range(3, 20))), fwd.decode_one(tiny.model, cache, 7)]
     assert calls == [17, 1]
 
     monkeypatch.setenv("CODEDEC_FASTPATH", "0")
-    fwd._LEAN.pop(tiny.model, None)
+    fwd.use_fastpath(tiny.model, None)
     try:
         assert not fastpath.supports(tiny.model)
         cache = KVCache(tiny.model.config)
         plain = [fwd.prefill(tiny.model, cache, list(range(3, 20))), fwd.decode_one(tiny.model, cache, 7)]
         assert calls == [17, 1]  # not called again
     finally:
-        fwd._LEAN.pop(tiny.model, None)
+        fwd.use_fastpath(tiny.model, None)
     for a, b in zip(lean, plain, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
