@@ -4,11 +4,14 @@
    cached tokens: operator self-time by kind, and the wall time per forward.
 2. ``attention``: the lean forward with SDPA replaced by two grouped matmuls (queries of a K/V head
    packed as rows, softmax between) — paired per call against SDPA, 1/2/4/8 new tokens.
-3. ``compile``: the layer math around the cache write and SDPA compiled with ``torch.compile``
+3. ``int4``: the memory read bandwidth (a sum over 256 MB) against the rate at which torch's int4
+   CPU kernel goes through 4-bit weights, per projection shape of the model, 1/4/16 rows.
+4. ``compile``: the layer math around the cache write and SDPA compiled with ``torch.compile``
    (inductor, dynamic shapes) — compile time, then paired per call against transformers' forward
    and against the lean eager forward, 1/4/16 new tokens; the largest logit difference.
 
     .venv/bin/python benchmarks/bench_decode_step.py --what profile,attention,compile --context 600,1850
+    .venv/bin/python benchmarks/bench_decode_step.py --what int4
 """
 
 from __future__ import annotations
@@ -171,6 +174,35 @@ def run_compile(model, cache) -> None:
     forward_mod.use_fastpath(model, None)
 
 
+def run_int4() -> None:
+    big = torch.randn(64 * 1024 * 1024)  # 256 MB
+    big.sum()
+    t = time.perf_counter()
+    for _ in range(5):
+        big.sum()
+    print(f"int4  memory read bandwidth {5 * big.numel() * 4 / (time.perf_counter() - t) / 1e9:.1f} GB/s "
+          f"(sum over 256 MB)", flush=True)
+    del big
+    # SmolLM2's projections: q|o (576 x 576), k|v (192), gate|up (1536), down (576 x 1536), joint q|k|v,
+    # joint gate|up, the lm_head (49152, one of its two int4 products); copies so weights are not cache-resident
+    for n, k in ((576, 576), (192, 576), (960, 576), (1536, 576), (3072, 576), (576, 1536), (49152, 576)):
+        copies = max(2, (64 << 20) // (n * k // 2))
+        weights = []
+        for _ in range(copies):
+            packed = torch._convert_weight_to_int4pack_for_cpu(torch.randint(0, 16, (n, k), dtype=torch.int32), 1)
+            weights.append((packed, torch.randn(k // 32, n, 2).to(torch.bfloat16)))
+        cols = []
+        for rows in (1, 4, 16):
+            x = torch.randn(rows, k).to(torch.bfloat16)
+            for _ in range(2):  # the second pass is timed
+                t = time.perf_counter()
+                for packed, scales in weights:
+                    torch._weight_int4pack_mm_for_cpu(x, packed, 32, scales)
+                us = (time.perf_counter() - t) / copies * 1e6
+            cols.append(f"{rows:2d} rows {us:7.0f} us ({n * k / 2 / us / 1e3:4.1f} GB/s of weights)")
+        print(f"int4  {n:5d} x {k:4d}: " + "  ".join(cols), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--what", default="profile,attention,compile")
@@ -178,8 +210,13 @@ def main() -> None:
     ap.add_argument("--precision", default="q4")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    model = load_model("smollm2", precision=args.precision).model
     what = [w.strip() for w in args.what.split(",")]
+    if "int4" in what:
+        run_int4()
+        what.remove("int4")
+    if not what:
+        return
+    model = load_model("smollm2", precision=args.precision).model
     for ctx in [int(c) for c in args.context.split(",")]:
         cache = KVCache(model.config)
         prefill(model, cache, [100 + (i % 30000) for i in range(ctx)])
