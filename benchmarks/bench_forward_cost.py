@@ -10,10 +10,15 @@ rows, median microseconds of 400 calls.
 the precisions measured in turn call by call (side by side), and the median of the paired
 per-call ratios q4 / fp32 with [min..max]. ``--fastpath``: each precision through
 ``codedec.fastpath``'s lean forward and through transformers' forward, paired the same way.
+Two columns that are not ``load_model`` precisions, for the choices E14 rejected: ``bf16`` (the
+dequantized weights and the computation in bf16) and ``int8wo`` (int8 weight-only: each linear
+layer's fp32 weight rounded per output row to int8, torch's ``_weight_int8pack_mm`` — what
+torchao's ``Int8WeightOnlyConfig`` runs in eager mode on CPU; the lm_head included).
 
     .venv/bin/python benchmarks/bench_forward_cost.py
     .venv/bin/python benchmarks/bench_forward_cost.py --precisions fp32,q4 --context 600,1850
     .venv/bin/python benchmarks/bench_forward_cost.py --precisions q4 --fastpath --context 600,1850
+    .venv/bin/python benchmarks/bench_forward_cost.py --precisions fp32,bf16,int8wo,q4 --context 600,1850
 """
 
 from __future__ import annotations
@@ -31,11 +36,44 @@ from codedec.loading import load_model
 SIZES = (1, 2, 4, 8, 16, 32)
 
 
+class Int8WeightOnly(torch.nn.Module):
+    """A linear layer with its weight [N, K] rounded per output row to int8 (scale = the row's
+    max |w| / 127); forward: ``torch._weight_int8pack_mm`` (activations in their own dtype)."""
+
+    def __init__(self, linear: torch.nn.Linear) -> None:
+        super().__init__()
+        w = linear.weight.detach().float()
+        scale = w.abs().amax(1).clamp_min(1e-12) / 127  # [N]
+        self.q = torch.round(w / scale[:, None]).to(torch.int8)  # [N, K]
+        self.scale = scale
+        self.bias = linear.bias
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch._weight_int8pack_mm(x.reshape(-1, self.in_features), self.q, self.scale.to(x.dtype))
+        y = y.reshape(*x.shape[:-1], self.out_features)
+        return y if self.bias is None else y + self.bias
+
+
+def load_side(precision: str):
+    """The model of one column: a ``load_model`` precision, ``bf16`` or ``int8wo`` (module docstring)."""
+    if precision == "bf16":
+        return load_model("smollm2", dtype=torch.bfloat16, precision="fp32").model
+    if precision == "int8wo":
+        model = load_model("smollm2", precision="fp32").model
+        for parent in list(model.modules()):
+            for name, child in list(parent.named_children()):
+                if type(child) is torch.nn.Linear:
+                    setattr(parent, name, Int8WeightOnly(child))
+        return model
+    return load_model("smollm2", precision=precision).model
+
+
 def by_precision(precisions: list[str], contexts: list[int], fastpath: bool = False) -> None:
     """Forwards of n new tokens per precision after each context, interleaved; paired ratios
     against the first column. ``fastpath``: each precision twice, through ``codedec.fastpath``'s
     lean forward and through transformers' forward (``<precision>-hf``), the same model and cache."""
-    models = {p: load_model("smollm2", precision=p).model for p in precisions}
+    models = {p: load_side(p) for p in precisions}
     sides = {}  # column -> (precision, lean forward?)
     for p in precisions:
         sides[p] = (p, True)
@@ -74,7 +112,8 @@ def main() -> None:
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--precisions", default=None, help="e.g. fp32,q4: compare load_model precisions")
+    ap.add_argument("--precisions", default=None, help="e.g. fp32,q4: compare load_model "
+                    "precisions (also bf16, int8wo: see the module docstring)")
     ap.add_argument("--context", default="600", help="cached tokens before the forward (comma-separated)")
     ap.add_argument("--fastpath", action="store_true", help="with --precisions: each precision through "
                     "codedec.fastpath's lean forward and through transformers' forward (<precision>-hf)")
