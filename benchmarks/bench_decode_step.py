@@ -1,4 +1,4 @@
-"""Where a q4 decode forward's time goes, and two variants of it that were tried and not kept (E14).
+"""Where a q4 decode forward's time goes, and variants of it: two tried and not kept, one kept (E14).
 
 1. ``profile``: torch's profiler over 5 one-token forwards (the lean forward, q4) after ``--context``
    cached tokens: operator self-time by kind, and the wall time per forward.
@@ -9,9 +9,12 @@
 4. ``compile``: the layer math around the cache write and SDPA compiled with ``torch.compile``
    (inductor, dynamic shapes) — compile time, then paired per call against transformers' forward
    and against the lean eager forward, 1/4/16 new tokens; the largest logit difference.
+5. ``plans``: the lean forward with and without the direct int4 pass per layer
+   (``fastpath.use_int4_plans``), paired per call, 1/2/4/16 new tokens (kept: the default).
 
     .venv/bin/python benchmarks/bench_decode_step.py --what profile,attention,compile --context 600,1850
     .venv/bin/python benchmarks/bench_decode_step.py --what int4
+    .venv/bin/python benchmarks/bench_decode_step.py --what plans --context 600,1850
 """
 
 from __future__ import annotations
@@ -89,6 +92,24 @@ def run_profile(model, cache) -> None:
     rest = sum(e.count for e in events[8:]) // 5
     print(f"  {'(other operators)':52s} {sum(e.self_cpu_time_total for e in events[8:]) / 5000.0:6.2f} ms"
           f"          {rest:5d} calls", flush=True)
+
+
+def run_plans(model, cache) -> None:
+    """One forward of n new tokens through the lean forward with the direct int4 layer pass and
+    through its generic loop, alternating; paired per call (``paired``, 15 repeats)."""
+    keep = len(cache)
+    for n in (1, 2, 4, 16):
+        ids, parents = list(range(200, 200 + n)), list(range(-1, n - 1))
+
+        def side(on, ids=ids, parents=parents):
+            def go():
+                fastpath.use_int4_plans(model, on)
+                tree_forward(model, cache, ids, parents)
+                cache.crop(keep)
+            return go
+
+        paired(f"plans context {keep}", {"modules": side(False), "direct": side(True)}, n, repeats=15)
+    fastpath.use_int4_plans(model, True)
 
 
 def run_attention(model, cache) -> None:
@@ -221,7 +242,8 @@ def main() -> None:
         cache = KVCache(model.config)
         prefill(model, cache, [100 + (i % 30000) for i in range(ctx)])
         for w in what:
-            {"profile": run_profile, "attention": run_attention, "compile": run_compile}[w](model, cache)
+            {"profile": run_profile, "attention": run_attention, "compile": run_compile,
+             "plans": run_plans}[w](model, cache)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,9 @@ int4 layers), RoPE with cos/sin from the model's own rotary module, the cache wr
 cache's ``update`` (as transformers does), one SDPA call with grouped K/V heads, the output
 projection and the SiLU MLP; the final norm on the kept rows only, then ``lm_head``. On an int4
 model (``codedec.quant``) decode rows take q|k|v and gate|up as one int4 product each
-(``Int4Linear.concat``: 4 int4 calls per layer instead of 7, casts included).
+(``Int4Linear.concat``: 4 int4 calls per layer instead of 7, casts included), and a layer whose
+projections are all int4 runs as one direct pass over the int4 kernel (``_int4_layer``: no module
+calls, norms and RoPE in the fewest operators that give the same values).
 
 Contract: :func:`lean_forward` returns exactly what ``model(input_ids, position_ids,
 past_key_values, attention_mask, logits_to_keep)`` returns as logits [1, keep, V], and writes the
@@ -29,12 +31,14 @@ from __future__ import annotations
 
 import os
 import weakref
+from functools import partial
 
 import torch
 from torch.nn import functional as F
 from transformers.models.llama.modeling_llama import LlamaForCausalLM, rotate_half
 
-from codedec.quant import INT4_MAX_ROWS, Int4Linear
+from codedec.cache import GrowingLayer
+from codedec.quant import GROUP, INT4_MAX_ROWS, Int4Linear
 
 
 def supports(model) -> bool:
@@ -52,7 +56,7 @@ def _rms(x: torch.Tensor, norm) -> torch.Tensor:
     """``LlamaRMSNorm``: computed in fp32, scaled in the input's dtype (one fused op for fp32
     input — the same result, tested)."""
     if x.dtype == torch.float32 and norm.weight.dtype == torch.float32:
-        return F.rms_norm(x, x.shape[-1:], norm.weight, norm.variance_epsilon)
+        return torch.rms_norm(x, x.shape[-1:], norm.weight, norm.variance_epsilon)
     dtype = x.dtype
     h = x.to(torch.float32)
     h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
@@ -66,15 +70,77 @@ def _causal(p: int, t: int, device) -> torch.Tensor:
 
 class _Joint:
     """Per layer, the int4 projections that share an input as one layer (``Int4Linear.concat``):
-    ``qkv`` (q, k, v) and ``gate_up`` (gate, up), or None where the layers are not all int4."""
+    ``qkv`` (q, k, v) and ``gate_up`` (gate, up), or None where the layers are not all int4; and
+    ``plans``: the layer's :class:`_Int4Plan` where all of it qualifies, else None."""
 
     def __init__(self, model) -> None:
         self.qkv: list = []
         self.gate_up: list = []
+        self.plans: list = []
         for layer in model.model.layers:
             a, mlp = layer.self_attn, layer.mlp
             self.qkv.append(_concat([a.q_proj, a.k_proj, a.v_proj]))
             self.gate_up.append(_concat([mlp.gate_proj, mlp.up_proj]))
+            self.plans.append(_Int4Plan.of(layer, self.qkv[-1], self.gate_up[-1]))
+
+
+class _Int4Plan:
+    """What a decode-rows pass through one all-int4 layer reads, looked up once: the norms'
+    weights, the joint and single int4 layers' packed levels and scales, head counts. The pass
+    (:func:`_int4_layer`) calls the int4 kernel directly instead of through the modules (their
+    per-call plumbing is a large share of a one-token forward on a CPU) and lets the residual adds
+    promote the bf16 products (the same values as converting them first: bf16 -> fp32 is exact)."""
+
+    __slots__ = ("in_norm", "post_norm", "qkv", "o", "gate_up", "down", "hq", "hk", "d", "scaling", "n_gate",
+                 "act")
+
+    @classmethod
+    def of(cls, layer, qkv, gate_up) -> _Int4Plan | None:
+        a, mlp = layer.self_attn, layer.mlp
+        norms = (layer.input_layernorm, layer.post_attention_layernorm)
+        singles = (a.o_proj, mlp.down_proj)
+        if (qkv is None or gate_up is None or any(type(m) is not Int4Linear or m.bias is not None for m in singles)
+                or qkv.bias is not None or gate_up.bias is not None
+                or any(n.weight.dtype != torch.float32 for n in norms)):
+            return None
+        plan = cls()
+        plan.in_norm = (norms[0].weight, norms[0].variance_epsilon)
+        plan.post_norm = (norms[1].weight, norms[1].variance_epsilon)
+        plan.qkv, plan.gate_up = (qkv.packed, qkv.scales), (gate_up.packed, gate_up.scales)
+        plan.o, plan.down = (a.o_proj.packed, a.o_proj.scales), (mlp.down_proj.packed, mlp.down_proj.scales)
+        plan.d = a.head_dim
+        plan.hq, plan.hk = a.q_proj.out_features // plan.d, a.k_proj.out_features // plan.d
+        plan.scaling = a.scaling
+        plan.n_gate = mlp.gate_proj.out_features
+        plan.act = mlp.act_fn
+        return plan
+
+
+def _int4_layer(plan: _Int4Plan, x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor, update,
+                mask: torch.Tensor | None) -> torch.Tensor:
+    """One decoder layer on P <= ``INT4_MAX_ROWS`` rows of an all-int4 layer: ``x`` [1, P, H] fp32
+    -> [1, P, H]; ``update(k, v)`` writes the new keys/values [1, Hkv, P, D] into the cache and
+    returns all of them. The same arithmetic as the generic loop in :func:`lean_forward` (tested
+    bit for bit against transformers); RoPE's ``rotate_half(t) * sin`` as ``t.roll(D/2) *
+    sin_signed`` (``sin_signed``: the first half negated — the same products, signs moved)."""
+    p, hidden = x.shape[1], x.shape[2]
+    d, hq, hk = plan.d, plan.hq, plan.hk
+    h = torch.rms_norm(x, (hidden,), *plan.in_norm)
+    heads = torch._weight_int4pack_mm_for_cpu(h.view(p, hidden).to(torch.bfloat16), plan.qkv[0], GROUP, plan.qkv[1])
+    heads = heads.to(torch.float32).view(1, p, -1, d).transpose(1, 2)  # [1, Hq + 2 Hkv, P, D]
+    qk = heads[:, : hq + hk]
+    qk = qk * cos + qk.roll(d // 2, -1) * sin_signed  # q and k rotated together
+    keys, values = update(qk[:, hq:], heads[:, hq + hk:])  # [1, Hkv, T + P, D]
+    o = F.scaled_dot_product_attention(qk[:, :hq], keys, values, attn_mask=mask, scale=plan.scaling,
+                                       enable_gqa=hq != keys.shape[1])  # [1, Hq, P, D]
+    o = o.transpose(1, 2).reshape(p, hq * d).to(torch.bfloat16)
+    x = x + torch._weight_int4pack_mm_for_cpu(o, plan.o[0], GROUP, plan.o[1]).view(1, p, hidden)
+    h = torch.rms_norm(x, (hidden,), *plan.post_norm)
+    gate_up = torch._weight_int4pack_mm_for_cpu(h.view(p, hidden).to(torch.bfloat16), plan.gate_up[0], GROUP,
+                                                plan.gate_up[1]).to(torch.float32)  # [P, 2 I]
+    gate, up = gate_up.split(plan.n_gate, dim=-1)
+    down = (plan.act(gate) * up).to(torch.bfloat16)
+    return x + torch._weight_int4pack_mm_for_cpu(down, plan.down[0], GROUP, plan.down[1]).view(1, p, hidden)
 
 
 def _concat(parts):
@@ -84,6 +150,17 @@ def _concat(parts):
 
 
 _JOINT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> _Joint
+
+
+def use_int4_plans(model, on: bool) -> None:
+    """Let decode rows of ``model``'s all-int4 layers take the direct int4 pass (``on``, the
+    default) or the generic loop through the modules (benchmarks compare the two)."""
+    joint = _JOINT.get(model)
+    if joint is None:
+        joint = _JOINT[model] = _Joint(model)
+    joint.plans = ([_Int4Plan.of(layer, q, g) for layer, q, g in zip(model.model.layers, joint.qkv, joint.gate_up,
+                                                                     strict=True)]
+                   if on else [None] * len(joint.plans))
 
 
 @torch.inference_mode()
@@ -107,7 +184,18 @@ def lean_forward(model, kv, input_ids: torch.Tensor, positions: torch.Tensor, ma
     cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # [1, 1, P, D]: broadcast over heads
     if mask is None and p > 1:
         mask = _causal(p, t, x.device)
+    sin_signed = None
     for idx, layer in enumerate(m.layers):
+        plan = joint.plans[idx] if small else None
+        if plan is not None and x.dtype == torch.float32:
+            if sin_signed is None:
+                half = sin.shape[-1] // 2
+                sin_signed = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
+            cached = kv.layers[idx] if idx < len(kv.layers) else None
+            update = (cached.update if type(cached) is GrowingLayer and not getattr(kv, "offloading", False)
+                      else partial(kv.update, layer_idx=idx))
+            x = _int4_layer(plan, x, cos, sin_signed, update, mask)
+            continue
         attn = layer.self_attn
         d = attn.head_dim
         h = _rms(x, layer.input_layernorm)

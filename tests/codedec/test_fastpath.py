@@ -136,6 +136,11 @@ def test_lean_forward_equals_transformers_int4(make_tiny, monkeypatch):
     _compare(model, model.config.vocab_size, seed=5)
     joint = fastpath._JOINT[model]
     assert all(isinstance(j, Int4Linear) and j.weight is None for j in joint.qkv + joint.gate_up)
+    assert all(plan is not None for plan in joint.plans)  # decode rows took the direct int4 pass
+    fastpath.use_int4_plans(model, False)  # the generic loop through the modules: exact as well
+    assert all(plan is None for plan in fastpath._JOINT[model].plans)
+    _compare(model, model.config.vocab_size, seed=6)
+    fastpath.use_int4_plans(model, True)
     attn = model.model.layers[0].self_attn
     assert attn.k_proj.packed.data_ptr() != attn.q_proj.packed.data_ptr()
     assert attn.q_proj.packed.data_ptr() == joint.qkv[0].packed.data_ptr()  # the parts are views: no copy
