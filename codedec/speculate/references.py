@@ -10,6 +10,8 @@ What it is not: the index or the service's bookkeeping.
 
 from __future__ import annotations
 
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from codedec.cache import common_prefix_len
@@ -54,11 +56,35 @@ def reference_texts(prefix: str, suffix: str, previous: Previous | None, with_su
     return [t for t in texts if t]
 
 
+ENCODED_MEMO = 8  # reference texts whose ids are remembered per tokenizer (least recently used evicted)
+# tokenizer -> OrderedDict(text -> ids): while the user types, the text after the cursor (up to
+# SUFFIX_CHARS) is the same on every keystroke; it is tokenized once, not per request.
+_ENCODED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _encode(tokenizer, text: str) -> list[int]:
+    """``tokenizer.encode(text)`` without special tokens, remembered for the last ``ENCODED_MEMO``
+    texts (a fresh list each call)."""
+    try:
+        memo = _ENCODED.setdefault(tokenizer, OrderedDict())
+    except TypeError:  # a tokenizer that cannot be weakly referenced: no memo
+        return tokenizer.encode(text, add_special_tokens=False)
+    ids = memo.get(text)
+    if ids is None:
+        ids = memo[text] = tuple(tokenizer.encode(text, add_special_tokens=False))
+        while len(memo) > ENCODED_MEMO:
+            memo.popitem(last=False)
+    else:
+        memo.move_to_end(text)
+    return list(ids)
+
+
 def reference_ids(tokenizer, prefix: str, suffix: str, previous: Previous | None,
                   with_suffix: bool = True) -> list[list[int]]:
-    """``reference_texts`` tokenized, then the previous completion's ids after its prompt's tail
-    (the strongest draft after an edit elsewhere: the model tends to write it again)."""
-    out = [tokenizer.encode(t, add_special_tokens=False) for t in reference_texts(prefix, suffix, previous, with_suffix)]
+    """``reference_texts`` tokenized (each text's ids remembered: see ``_encode``), then the
+    previous completion's ids after its prompt's tail (the strongest draft after an edit
+    elsewhere: the model tends to write it again)."""
+    out = [_encode(tokenizer, t) for t in reference_texts(prefix, suffix, previous, with_suffix)]
     if previous is not None and previous.completion_ids:
         out.append(list(previous.context_ids) + list(previous.completion_ids))
     return [ids for ids in out if ids]

@@ -318,6 +318,33 @@ def test_service_drafts_from_the_previous_completion_after_an_edit(tiny):
     assert ids[-1] == [4, 5, 9, 9] and len(ids) == 3
 
 
+def test_reference_ids_tokenize_an_unchanged_suffix_once(tiny):
+    """Typing at the cursor leaves the text after it unchanged: its ids come from the memo (the
+    same ids, a fresh list), a changed suffix is tokenized again, and the memo stays bounded."""
+    from codedec.speculate import references
+
+    calls = []
+
+    class Counting:
+        def __init__(self, tokenizer):
+            self.tokenizer = tokenizer
+
+        def encode(self, text, **kw):
+            calls.append(text)
+            return self.tokenizer.encode(text, **kw)
+
+    tok = Counting(tiny.tokenizer)
+    first = reference_ids(tok, "def f(", "x = 1\n", None)
+    first[0].append(-1)  # the caller may change its list: the memo keeps its own
+    again = reference_ids(tok, "def f(a", "x = 1\n", None)
+    assert again == [tiny.tokenizer.encode("x = 1\n", add_special_tokens=False)] and len(calls) == 1
+    reference_ids(tok, "def f(a", "y = 2\n", None)
+    assert calls == ["x = 1\n", "y = 2\n"]
+    for i in range(references.ENCODED_MEMO + 3):
+        reference_ids(tok, "", f"z = {i}\n", None)
+    assert len(references._ENCODED[tok]) == references.ENCODED_MEMO
+
+
 def test_suffix_is_a_strategy_everywhere():
     assert make_strategy("suffix").name == "suffix"
     from codedec.settings import ServerSettings
