@@ -94,21 +94,25 @@ def run_profile(model, cache) -> None:
           f"          {rest:5d} calls", flush=True)
 
 
+def toggled(toggle, flag, model, cache, ids: list[int], parents: list[int]):
+    """A side for ``paired``: ``toggle(model, flag)``, one ``tree_forward`` of ``ids``, undone."""
+    keep = len(cache)
+
+    def go():
+        toggle(model, flag)
+        tree_forward(model, cache, ids, parents)
+        cache.crop(keep)
+    return go
+
+
 def run_plans(model, cache) -> None:
     """One forward of n new tokens through the lean forward with the direct int4 layer pass and
     through its generic loop, alternating; paired per call (``paired``, 15 repeats)."""
-    keep = len(cache)
     for n in (1, 2, 4, 16):
         ids, parents = list(range(200, 200 + n)), list(range(-1, n - 1))
-
-        def side(on, ids=ids, parents=parents):
-            def go():
-                fastpath.use_int4_plans(model, on)
-                tree_forward(model, cache, ids, parents)
-                cache.crop(keep)
-            return go
-
-        paired(f"plans context {keep}", {"modules": side(False), "direct": side(True)}, n, repeats=15)
+        sides = {"modules": toggled(fastpath.use_int4_plans, False, model, cache, ids, parents),
+                 "direct": toggled(fastpath.use_int4_plans, True, model, cache, ids, parents)}
+        paired(f"plans context {len(cache)}", sides, n, repeats=15)
     fastpath.use_int4_plans(model, True)
 
 
@@ -182,11 +186,7 @@ def run_compile(model, cache) -> None:
               f"lean forward {float((got - want).abs().max()):.3g}", flush=True)
 
         def lean(flag, ids=ids, parents=parents):
-            def go():
-                forward_mod.use_fastpath(model, flag)
-                tree_forward(model, cache, ids, parents)
-                cache.crop(keep)
-            return go
+            return toggled(forward_mod.use_fastpath, flag, model, cache, ids, parents)
 
         def comp(ids=ids):
             compiled_forward(model, fns, cache, ids)
