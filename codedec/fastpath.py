@@ -76,12 +76,16 @@ class _Joint:
     def __init__(self, model) -> None:
         self.qkv: list = []
         self.gate_up: list = []
-        self.plans: list = []
         for layer in model.model.layers:
             a, mlp = layer.self_attn, layer.mlp
             self.qkv.append(_concat([a.q_proj, a.k_proj, a.v_proj]))
             self.gate_up.append(_concat([mlp.gate_proj, mlp.up_proj]))
-            self.plans.append(_Int4Plan.of(layer, self.qkv[-1], self.gate_up[-1]))
+        self.plans: list = self.make_plans(model)
+
+    def make_plans(self, model) -> list:
+        """Each layer's :class:`_Int4Plan` (None where the layer does not qualify)."""
+        return [_Int4Plan.of(layer, q, g) for layer, q, g in zip(model.model.layers, self.qkv, self.gate_up,
+                                                                 strict=True)]
 
 
 class _Int4Plan:
@@ -152,15 +156,19 @@ def _concat(parts):
 _JOINT: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> _Joint
 
 
-def use_int4_plans(model, on: bool) -> None:
-    """Let decode rows of ``model``'s all-int4 layers take the direct int4 pass (``on``, the
-    default) or the generic loop through the modules (benchmarks compare the two)."""
+def _joint(model) -> _Joint:
+    """``model``'s :class:`_Joint`, built on first use."""
     joint = _JOINT.get(model)
     if joint is None:
         joint = _JOINT[model] = _Joint(model)
-    joint.plans = ([_Int4Plan.of(layer, q, g) for layer, q, g in zip(model.model.layers, joint.qkv, joint.gate_up,
-                                                                     strict=True)]
-                   if on else [None] * len(joint.plans))
+    return joint
+
+
+def use_int4_plans(model, on: bool) -> None:
+    """Let decode rows of ``model``'s all-int4 layers take the direct int4 pass (``on``, the
+    default) or the generic loop through the modules (benchmarks compare the two)."""
+    joint = _joint(model)
+    joint.plans = joint.make_plans(model) if on else [None] * len(joint.plans)
 
 
 @torch.inference_mode()
@@ -175,9 +183,7 @@ def lean_forward(model, kv, input_ids: torch.Tensor, positions: torch.Tensor, ma
     m = model.model
     p = input_ids.shape[1]
     t = kv.get_seq_length()
-    joint = _JOINT.get(model)
-    if joint is None:
-        joint = _JOINT[model] = _Joint(model)
+    joint = _joint(model)
     small = p <= INT4_MAX_ROWS
     x = m.embed_tokens(input_ids)  # [1, P, H]
     cos, sin = m.rotary_emb(x, positions)  # [1, P, D] each
@@ -185,6 +191,7 @@ def lean_forward(model, kv, input_ids: torch.Tensor, positions: torch.Tensor, ma
     if mask is None and p > 1:
         mask = _causal(p, t, x.device)
     sin_signed = None
+    direct_cache = not getattr(kv, "offloading", False)  # else kv.update moves layers between devices
     for idx, layer in enumerate(m.layers):
         plan = joint.plans[idx] if small else None
         if plan is not None and x.dtype == torch.float32:
@@ -192,7 +199,7 @@ def lean_forward(model, kv, input_ids: torch.Tensor, positions: torch.Tensor, ma
                 half = sin.shape[-1] // 2
                 sin_signed = torch.cat((-sin[..., :half], sin[..., half:]), dim=-1)
             cached = kv.layers[idx] if idx < len(kv.layers) else None
-            update = (cached.update if type(cached) is GrowingLayer and not getattr(kv, "offloading", False)
+            update = (cached.update if direct_cache and type(cached) is GrowingLayer
                       else partial(kv.update, layer_idx=idx))
             x = _int4_layer(plan, x, cos, sin_signed, update, mask)
             continue
