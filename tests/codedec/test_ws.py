@@ -19,6 +19,19 @@ aio = pytest.mark.asyncio(loop_scope="module")
 T = 20
 TEXT = "import os\n\n\ndef main():\n    x = 1\n"
 LONG = {"max_tokens": 3000, "time_budget_ms": 0}
+PATH = ""  # the documents' path, in an empty workspace (set by _workspace)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _workspace(tmp_path_factory):
+    """An empty workspace for the documents. A path in /tmp made /tmp the workspace: the
+    cross-file context gathered from whatever .py files lie there (indexed a little more on
+    each request, within its time budget) changed the prompt between requests, so the
+    cache-reuse check failed at random."""
+    global PATH
+    root = tmp_path_factory.mktemp("ws-workspace")
+    (root / "pyproject.toml").write_text("")
+    PATH = str(root / "x.py")
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +63,7 @@ def complete(req_id, text=TEXT, cursor=None, **options) -> str:
             "id": req_id,
             "text": text,
             "cursor": len(text) if cursor is None else cursor,
-            "path": "/tmp/x.py",
+            "path": PATH,
             "language": "python",
             "options": {"max_tokens": 12, **options},
         }
