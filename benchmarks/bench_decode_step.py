@@ -11,10 +11,14 @@
    and against the lean eager forward, 1/4/16 new tokens; the largest logit difference.
 5. ``plans``: the lean forward with and without the direct int4 pass per layer
    (``fastpath.use_int4_plans``), paired per call, 1/2/4/16 new tokens (kept: the default).
+6. ``sdpa``: SDPA alone for one query row over one layer's cached keys/values (the cache after
+   ``--context`` tokens): warm (the same call repeated) and cold (a 64 MB read between calls, as
+   a forward's weights evict them), in fp32 as stored and with queries/keys/values in bf16 and fp16.
 
     .venv/bin/python benchmarks/bench_decode_step.py --what profile,attention,compile --context 600,1850
     .venv/bin/python benchmarks/bench_decode_step.py --what int4
     .venv/bin/python benchmarks/bench_decode_step.py --what plans --context 600,1850
+    .venv/bin/python benchmarks/bench_decode_step.py --what sdpa --context 600,1850
 """
 
 from __future__ import annotations
@@ -134,6 +138,33 @@ def run_attention(model, cache) -> None:
         paired(f"attention context {keep}", {"sdpa": side(real), "matmul": side(grouped_matmul_attention)}, n)
 
 
+def run_sdpa(model, cache) -> None:
+    """``sdpa`` (module docstring): median us per call of 200, warm and cold, per dtype."""
+    keys, values = cache.layer_tensors()[0]  # [1, Hkv, T, D], views of the cache's buffers
+    attn = model.model.layers[0].self_attn
+    q = torch.randn(1, model.config.num_attention_heads, 1, keys.shape[-1])
+    evict = torch.randn(16 * 1024 * 1024)  # 64 MB, more than this CPU's caches
+
+    def per_call(q, k, v, cold: bool) -> float:
+        times = []
+        for _ in range(200):
+            if cold:
+                evict.sum()
+            t = time.perf_counter()
+            F.scaled_dot_product_attention(q, k, v, scale=attn.scaling, enable_gqa=True)
+            times.append((time.perf_counter() - t) * 1e6)
+        return statistics.median(times)
+
+    row = []
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        k, v = (keys, values) if dtype == torch.float32 else (keys.to(dtype), values.to(dtype))
+        qd = q.to(dtype)
+        row.append(f"{str(dtype).removeprefix('torch.'):8s} warm {per_call(qd, k, v, False):6.0f} us  "
+                   f"cold {per_call(qd, k, v, True):6.0f} us")
+    print(f"sdpa  context {len(cache)}, one layer ({keys.numel() * 2 * 4 / 1e6:.2f} MB of fp32 keys+values): "
+          + "  |  ".join(row), flush=True)
+
+
 def compiled_layers(model):
     """(pre, post) compiled: RMSNorm + q/k/v + RoPE before the cache write, o_proj + MLP after SDPA."""
     def pre(x, layer, cos, sin):
@@ -243,7 +274,7 @@ def main() -> None:
         prefill(model, cache, [100 + (i % 30000) for i in range(ctx)])
         for w in what:
             {"profile": run_profile, "attention": run_attention, "compile": run_compile,
-             "plans": run_plans}[w](model, cache)
+             "plans": run_plans, "sdpa": run_sdpa}[w](model, cache)
 
 
 if __name__ == "__main__":
