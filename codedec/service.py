@@ -528,10 +528,11 @@ class CompletionService:
 
         if uncertainty and not math.isnan(uncertainty[0][1]):
             stats["first_token_prob"] = uncertainty[0][1]
-        line = first_line_confidence([self.engine.vocab.token_bytes[t] for t in tokens], uncertainty)
+        pieces = [self.engine.vocab.token_bytes[t] for t in tokens]
+        line = first_line_confidence(pieces, uncertainty)
         if line is not None:
             stats["first_line_prob"] = line[0]
-        shown, why = self._shown(request, prepared, tokens, uncertainty, text)
+        shown, why = self._shown(request, prepared, tokens, uncertainty, text, pieces=pieces)
         if why == "withheld":
             stats["withheld"] = True
         elif why == "cut":
@@ -539,16 +540,20 @@ class CompletionService:
         return shown
 
     def _shown(self, request: CompletionRequest, prepared, tokens: list[int],
-               uncertainty: list[tuple[float, float]], text: str, final: bool = True) -> tuple[str, str | None]:
+               uncertainty: list[tuple[float, float]], text: str, final: bool = True,
+               pieces: list[bytes] | None = None) -> tuple[str, str | None]:
         """(how much of the raw ``text`` so far the editor may show, why less: ``withheld``,
         ``cut`` or None). The final answer and every streamed partial (``final`` False) go
-        through it, so the partials never show what the final answer takes back."""
+        through it, so the partials never show what the final answer takes back. ``pieces``:
+        the tokens' bytes, when the caller has them already."""
         from codedec.uncertainty import apply_rules
 
         if request.uncertainty_cut is None and request.min_first_prob is None and request.min_line_prob is None:
             return text, None
-        table = self.engine.vocab.token_bytes
-        return apply_rules(text, [table[t] for t in tokens], uncertainty, cut=request.uncertainty_cut,
+        if pieces is None:
+            table = self.engine.vocab.token_bytes
+            pieces = [table[t] for t in tokens]
+        return apply_rules(text, pieces, uncertainty, cut=request.uncertainty_cut,
                            min_prob=request.min_first_prob, single_line=request.single_line,
                            skip=prepared.heal_text, min_line_prob=request.min_line_prob, final=final)
 

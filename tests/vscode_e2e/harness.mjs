@@ -238,7 +238,7 @@ export class Editor {
 export async function startEditor({ vsix, settings, files, shots, viewport = { width: 1280, height: 800 } }) {
   const t = tools();
   const root = fs.mkdtempSync(path.join(os.tmpdir(), "codedec-vscode-e2e-"));
-  const dirs = Object.fromEntries(["user-data", "extensions", "workspace", "config", "data", "chromium"]
+  const dirs = Object.fromEntries(["user-data", "extensions", "workspace", "config", "data", "chromium", "tmp"]
     .map((d) => [d, path.join(root, d)]));
   Object.values(dirs).forEach((d) => fs.mkdirSync(d, { recursive: true }));
   fs.mkdirSync(path.join(dirs["user-data"], "User"), { recursive: true });
@@ -246,8 +246,10 @@ export async function startEditor({ vsix, settings, files, shots, viewport = { w
   for (const [name, text] of Object.entries(files)) fs.writeFileSync(path.join(dirs.workspace, name), text);
   fs.mkdirSync(shots, { recursive: true });
   // No extension gallery (code-server would query one on the internet): the .vsix is local.
+  // TMPDIR / XDG_RUNTIME_DIR: code-server's IPC sockets and Chromium's temp dirs go under root,
+  // removed with it (in /tmp they outlived every run).
   const env = { ...process.env, XDG_CONFIG_HOME: dirs.config, XDG_DATA_HOME: dirs.data, HOME: root,
-    EXTENSIONS_GALLERY: "{}" };
+    TMPDIR: dirs.tmp, XDG_RUNTIME_DIR: dirs.tmp, EXTENSIONS_GALLERY: "{}" };
   delete env.VSCODE_IPC_HOOK_CLI;
   const common = ["--user-data-dir", dirs["user-data"], "--extensions-dir", dirs.extensions,
     "--config", path.join(dirs.config, "config.yaml")];

@@ -67,6 +67,7 @@ function events(): any[] {
 
 after(async () => {
   await ext.stop();
+  fs.rmSync(path.dirname(telemetry), { recursive: true, force: true });
 });
 
 test("start: the settings' server command; the status bar goes through loading to idle", async () => {

@@ -75,7 +75,11 @@ before(async () => {
 });
 
 after(async () => {
-  if (proc.exitCode !== null) return conn.dispose(); // the last test ended it
+  if (proc.exitCode !== null) {
+    conn.dispose(); // the last test ended it
+    fs.rmSync(path.dirname(telemetry), { recursive: true, force: true });
+    return;
+  }
   try {
     await Promise.race([conn.sendRequest("shutdown"), new Promise((r) => setTimeout(r, 5000))]);
     await conn.sendNotification("exit");
@@ -86,6 +90,7 @@ after(async () => {
   await Promise.race([exited, new Promise((r) => setTimeout(r, 5000))]);
   if (proc.exitCode === null) proc.kill("SIGKILL");
   conn.dispose();
+  fs.rmSync(path.dirname(telemetry), { recursive: true, force: true });
 });
 
 test("status notifications: loading, then ready", () => {
