@@ -9,9 +9,24 @@ PIP := $(PY) -m pip --disable-pip-version-check -q
 
 NPM_STAMP := vscode-extension/node_modules/.codedec-npm-ci
 
-.PHONY: install bubblewrap demo test vscode vscode-e2e vscode-e2e-run lint bench bench-llamacpp clean
+.PHONY: install bubblewrap compiler demo test vscode vscode-e2e vscode-e2e-run lint bench bench-llamacpp clean
 
-install: $(STAMP) bubblewrap
+install: $(STAMP) bubblewrap compiler
+
+# codedec.q8kernel (q4 decode rows on AVX2 CPUs) is C++ compiled once per machine by torch's
+# extension builder: g++ installed with apt when running as root and missing, then built here
+# (~30 s, cached under ~/.cache/torch_extensions). Without a compiler q4 uses torch's int4 kernel.
+compiler: $(STAMP)
+	@command -v g++ >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "codedec: installing g++ (the q8 kernel) with apt-get"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q g++ >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q g++ >/dev/null; }; \
+	  else \
+	    echo "codedec: NOTE g++ is not installed; q4 decoding will use torch's slower int4 kernel." \
+	         "Install it: sudo apt-get install g++" >&2; \
+	  fi; }
+	@$(PY) -c "from codedec import q8kernel as k; ok = k.available(); print('codedec: q8 kernel', 'ready' if ok else 'not used: ' + str(k.why_unavailable()))"
 
 # The eval sandbox confines generated code with bubblewrap (Debian: bubblewrap). Installed with
 # apt when running as root; otherwise a note (the sandbox then falls back, loudly, to weaker isolation).

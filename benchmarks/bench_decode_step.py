@@ -1,4 +1,4 @@
-"""Where a q4 decode forward's time goes, and variants of it: two tried and not kept, one kept (E14).
+"""Where a q4 decode forward's time goes, and variants of it, tried and kept or not (E14).
 
 1. ``profile``: torch's profiler over 5 one-token forwards (the lean forward, q4) after ``--context``
    cached tokens: operator self-time by kind, and the wall time per forward.
@@ -14,11 +14,15 @@
 6. ``sdpa``: SDPA alone for one query row over one layer's cached keys/values (the cache after
    ``--context`` tokens): warm (the same call repeated) and cold (a 64 MB read between calls, as
    a forward's weights evict them), in fp32 as stored and with queries/keys/values in bf16 and fp16.
+7. ``q8``: the lean forward with q4 decode rows on ``codedec.q8kernel`` (8-bit activations,
+   integer dot products, as llama.cpp) and on torch's int4 kernel (``q8kernel.use``), paired per
+   call, 1/2/4/16 new tokens (kept: the default where it builds).
 
     .venv/bin/python benchmarks/bench_decode_step.py --what profile,attention,compile --context 600,1850
     .venv/bin/python benchmarks/bench_decode_step.py --what int4
     .venv/bin/python benchmarks/bench_decode_step.py --what plans --context 600,1850
     .venv/bin/python benchmarks/bench_decode_step.py --what sdpa --context 600,1850
+    .venv/bin/python benchmarks/bench_decode_step.py --what q8 --context 600,1850
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import torch
 from torch.nn import functional as F
 from transformers.models.llama.modeling_llama import rotate_half
 
-from codedec import fastpath
+from codedec import fastpath, q8kernel
 from codedec import forward as forward_mod
 from codedec.cache import KVCache
 from codedec.forward import prefill, tree_forward
@@ -118,6 +122,20 @@ def run_plans(model, cache) -> None:
                  "direct": toggled(fastpath.use_int4_plans, True, model, cache, ids, parents)}
         paired(f"plans context {len(cache)}", sides, n, repeats=15)
     fastpath.use_int4_plans(model, True)
+
+
+def run_q8(model, cache) -> None:
+    """One forward of n new tokens with q4 decode rows on torch's int4 kernel and on the q8
+    kernel, alternating; paired per call (``paired``, 15 repeats)."""
+    if not q8kernel.available():
+        print(f"q8: not available here ({q8kernel.why_unavailable()})", flush=True)
+        return
+    for n in (1, 2, 4, 16):
+        ids, parents = list(range(200, 200 + n)), list(range(-1, n - 1))
+        sides = {"int4": toggled(lambda _m, on: q8kernel.use(on), False, model, cache, ids, parents),
+                 "q8": toggled(lambda _m, on: q8kernel.use(on), True, model, cache, ids, parents)}
+        paired(f"q8 context {len(cache)}", sides, n, repeats=15)
+    q8kernel.use(True)
 
 
 def run_attention(model, cache) -> None:
@@ -274,7 +292,7 @@ def main() -> None:
         prefill(model, cache, [100 + (i % 30000) for i in range(ctx)])
         for w in what:
             {"profile": run_profile, "attention": run_attention, "compile": run_compile,
-             "plans": run_plans, "sdpa": run_sdpa}[w](model, cache)
+             "plans": run_plans, "sdpa": run_sdpa, "q8": run_q8}[w](model, cache)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,9 @@ side, so neither pays HTTP. Both run the same file: the embedded model's GGUF
 codedec runs its full stack: ``CompletionService`` (prompt assembly, healing, prefix reuse, PIE
 for edits above the cursor, post-processing) with the ``suffix`` strategy (SuffixDecoding), one
 service per ``--precisions`` entry (``fp32``: the dequantized weights, exact; ``q4``: the GGUF's
-4-bit layers on torch's int4 kernel for decode rows, ``codedec.quant``; a ``-hf`` suffix runs that
-precision through transformers' forward instead of ``codedec.fastpath``'s lean one).
+4-bit layers, decode rows on ``codedec.q8kernel`` where it builds, ``codedec.quant``; a ``-hf``
+suffix runs that precision through transformers' forward instead of ``codedec.fastpath``'s lean
+one, an ``-int4`` suffix with decode rows on torch's int4 kernel instead of the q8 kernel).
 
 Requests: replayed editing sessions on real files of a pip-installed package (default ``rich``):
 
@@ -59,6 +60,7 @@ import torch
 from bench_suffix import edit_sessions, function_bodies, pct
 
 from codedec import forward as forward_mod
+from codedec import q8kernel
 from codedec.engine import Engine
 from codedec.loading import load_model
 from codedec.prepare import prepare
@@ -206,7 +208,9 @@ def run(items: list[dict], services: dict, llama: LlamaCpp, engine: Engine, args
         ours = list(services)
         rows: dict[str, dict] = {}
         for side in ours[i % len(ours):] + ours[:i % len(ours)]:  # rotating order among our sides
+            q8kernel.use(not side.endswith("-int4"))  # one side at a time: the switch is global
             rows[side] = ask_codedec(services[side], item, max_tokens, f"{i}")
+        q8kernel.use(True)
         ref = rows[next(iter(services))]
         if ref["prompt_tokens"] != len(prompt):
             raise SystemExit(f"{item['id']}: the service's prompt has {ref['prompt_tokens']} tokens, prepare's "
@@ -290,7 +294,8 @@ def main() -> None:
     ap.add_argument("--package", default="rich", help="pip-installed package whose files are edited")
     ap.add_argument("--precisions", default="fp32,q4", help="codedec sides, one service per precision "
                     "(load_model's: fp32 exact, q4 the int4 decode kernel on the GGUF's 4-bit layers; "
-                    "a -hf suffix, e.g. q4-hf: through transformers' forward instead of codedec.fastpath)")
+                    "a -hf suffix, e.g. q4-hf: through transformers' forward instead of codedec.fastpath; "
+                    "-int4, e.g. q4-int4: decode rows on torch's int4 kernel instead of codedec.q8kernel)")
     ap.add_argument("--n-typing", type=int, default=60, help="requests of the typing sessions")
     ap.add_argument("--n-edit", type=int, default=12, help="edit-and-recomplete sessions")
     ap.add_argument("--max-tokens", type=int, default=64, help="multi-line requests (single-line: 48)")
@@ -317,7 +322,7 @@ def main() -> None:
     precisions = [d.strip() for d in args.precisions.split(",") if d.strip()]
     services, engines = {}, {}
     for d in precisions:
-        loaded = load_model("smollm2", precision=d.removesuffix("-hf"))  # the same GGUF
+        loaded = load_model("smollm2", precision=d.removesuffix("-hf").removesuffix("-int4"))  # the same GGUF
         if d.endswith("-hf"):  # this side through transformers' forward, not codedec.fastpath's
             forward_mod.use_fastpath(loaded.model, False)
         engines[d] = Engine(loaded)

@@ -38,7 +38,7 @@ from torch.nn import functional as F
 from transformers.models.llama.modeling_llama import LlamaForCausalLM, rotate_half
 
 from codedec.cache import GrowingLayer
-from codedec.quant import GROUP, INT4_MAX_ROWS, Int4Linear
+from codedec.quant import INT4_MAX_ROWS, Int4Linear
 
 
 def supports(model) -> bool:
@@ -90,10 +90,10 @@ class _Joint:
 
 class _Int4Plan:
     """What a decode-rows pass through one all-int4 layer reads, looked up once: the norms'
-    weights, the joint and single int4 layers' packed levels and scales, head counts. The pass
-    (:func:`_int4_layer`) calls the int4 kernel directly instead of through the modules (their
-    per-call plumbing is a large share of a one-token forward on a CPU) and lets the residual adds
-    promote the bf16 products (the same values as converting them first: bf16 -> fp32 is exact)."""
+    weights, the joint and single int4 layers' ``products`` (the q8 kernel or torch's int4 one,
+    as the modules would pick), head counts. The pass (:func:`_int4_layer`) calls them directly
+    instead of the modules (whose per-call plumbing is a large share of a one-token forward on a
+    CPU)."""
 
     __slots__ = ("in_norm", "post_norm", "qkv", "o", "gate_up", "down", "hq", "hk", "d", "scaling", "n_gate",
                  "act")
@@ -110,8 +110,8 @@ class _Int4Plan:
         plan = cls()
         plan.in_norm = (norms[0].weight, norms[0].variance_epsilon)
         plan.post_norm = (norms[1].weight, norms[1].variance_epsilon)
-        plan.qkv, plan.gate_up = (qkv.packed, qkv.scales), (gate_up.packed, gate_up.scales)
-        plan.o, plan.down = (a.o_proj.packed, a.o_proj.scales), (mlp.down_proj.packed, mlp.down_proj.scales)
+        plan.qkv, plan.gate_up = qkv.products, gate_up.products
+        plan.o, plan.down = a.o_proj.products, mlp.down_proj.products
         plan.d = a.head_dim
         plan.hq, plan.hk = a.q_proj.out_features // plan.d, a.k_proj.out_features // plan.d
         plan.scaling = a.scaling
@@ -130,21 +130,16 @@ def _int4_layer(plan: _Int4Plan, x: torch.Tensor, cos: torch.Tensor, sin_signed:
     p, hidden = x.shape[1], x.shape[2]
     d, hq, hk = plan.d, plan.hq, plan.hk
     h = torch.rms_norm(x, (hidden,), *plan.in_norm)
-    heads = torch._weight_int4pack_mm_for_cpu(h.view(p, hidden).to(torch.bfloat16), plan.qkv[0], GROUP, plan.qkv[1])
-    heads = heads.to(torch.float32).view(1, p, -1, d).transpose(1, 2)  # [1, Hq + 2 Hkv, P, D]
+    heads = plan.qkv(h.view(p, hidden)).view(1, p, -1, d).transpose(1, 2)  # [1, Hq + 2 Hkv, P, D]
     qk = heads[:, : hq + hk]
     qk = qk * cos + qk.roll(d // 2, -1) * sin_signed  # q and k rotated together
     keys, values = update(qk[:, hq:], heads[:, hq + hk:])  # [1, Hkv, T + P, D]
     o = F.scaled_dot_product_attention(qk[:, :hq], keys, values, attn_mask=mask, scale=plan.scaling,
                                        enable_gqa=hq != keys.shape[1])  # [1, Hq, P, D]
-    o = o.transpose(1, 2).reshape(p, hq * d).to(torch.bfloat16)
-    x = x + torch._weight_int4pack_mm_for_cpu(o, plan.o[0], GROUP, plan.o[1]).view(1, p, hidden)
+    x = x + plan.o(o.transpose(1, 2).reshape(p, hq * d)).view(1, p, hidden)
     h = torch.rms_norm(x, (hidden,), *plan.post_norm)
-    gate_up = torch._weight_int4pack_mm_for_cpu(h.view(p, hidden).to(torch.bfloat16), plan.gate_up[0], GROUP,
-                                                plan.gate_up[1]).to(torch.float32)  # [P, 2 I]
-    gate, up = gate_up.split(plan.n_gate, dim=-1)
-    down = (plan.act(gate) * up).to(torch.bfloat16)
-    return x + torch._weight_int4pack_mm_for_cpu(down, plan.down[0], GROUP, plan.down[1]).view(1, p, hidden)
+    gate, up = plan.gate_up(h.view(p, hidden)).split(plan.n_gate, dim=-1)  # [P, I] each
+    return x + plan.down(plan.act(gate) * up).view(1, p, hidden)
 
 
 def _concat(parts):

@@ -23,9 +23,16 @@ as the embedded model's tied embedding / lm_head, 49152 x 576, the largest singl
 an :class:`Int8SplitLinear`: the same levels as two int4 products. Anything else (any model from
 a safetensors checkpoint) is left in fp32: this mode never quantizes what was not quantized.
 
+Which kernel: on an AVX2 CPU where ``codedec.q8kernel`` builds, decode rows go through it
+instead — the same levels as Q4_1 / Q8_0 blocks, activations rounded to 8 bits per block as
+llama.cpp does, ~1.5-2x faster than torch's int4 kernel at one row and no slower at a few
+(benchmarks/RESULTS.md, E14); elsewhere, or with ``codedec.q8kernel.use(False)`` /
+``CODEDEC_Q8KERNEL=0``, torch's int4 kernel as above. Either way a row's result does not depend
+on the other rows of the call.
+
 What it is not: exact. Decode rows see bf16-rounded activations and scales (relative error
-~2^-9, like bf16 weights); ``precision="fp32"`` is the exact mode the tests use. Quality against
-fp32 is measured (benchmarks/RESULTS.md).
+~2^-9, like bf16 weights), or 8-bit activations with the q8 kernel; ``precision="fp32"`` is the
+exact mode the tests use. Quality against fp32 is measured (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+
+from codedec import q8kernel
 
 log = logging.getLogger(__name__)
 
@@ -63,24 +72,35 @@ def on_int4_grid(weight: torch.Tensor, group: int = GROUP) -> tuple[torch.Tensor
 
 class _GridLinear(nn.Module):
     """What the grid layers share: ``weight`` (fp32, for prefill rows) and ``bias`` are the
-    original layer's; up to ``INT4_MAX_ROWS`` rows go through ``_products`` (bf16 rows [rows, K]
-    -> [rows, N]), more through the fp32 weight."""
+    original layer's; up to ``INT4_MAX_ROWS`` rows go through :meth:`products`, more through
+    the fp32 weight. ``blocks``: the levels as ``codedec.q8kernel`` blocks (None where that
+    kernel is not available)."""
+
+    _kernel = None  # q8kernel.q4_1_mm or q8_0_mm, for ``blocks``
 
     def __init__(self, linear: nn.Linear) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.weight = linear.weight
         self.bias = linear.bias
+        self.register_buffer("blocks", None, persistent=False)
 
     def _products(self, flat: torch.Tensor) -> torch.Tensor:
+        """torch's int4 kernel: bf16 rows [rows, K] -> [rows, N]."""
         raise NotImplementedError
+
+    def products(self, flat: torch.Tensor) -> torch.Tensor:
+        """Rows [rows, K] (rows <= ``INT4_MAX_ROWS``) -> fp32 [rows, N], no bias: the q8 kernel
+        when there are ``blocks`` and it is in use (``q8kernel.use``), else torch's int4 kernel."""
+        if self.blocks is not None and q8kernel.USE:
+            return self._kernel(flat.float(), self.blocks, self.out_features)
+        return self._products(flat.to(torch.bfloat16)).float()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // self.in_features
         if rows > INT4_MAX_ROWS:
             return nn.functional.linear(x, self.weight, self.bias)
-        flat = x.reshape(rows, self.in_features).to(torch.bfloat16)  # [rows, K]
-        y = self._products(flat).to(x.dtype)  # [rows, N]
+        y = self.products(x.reshape(rows, self.in_features)).to(x.dtype)  # [rows, N]
         if self.bias is not None:
             y = y + self.bias
         return y.reshape(*x.shape[:-1], self.out_features)
@@ -95,6 +115,9 @@ class Int4Linear(_GridLinear):
         # the kernel computes w = (q - 8) * scale + zero: scale = d, zero = lo + 8 d; [K/g, N, 2]
         scales = torch.stack([d.t(), (lo + 8 * d).t()], dim=-1)
         self.register_buffer("scales", scales.to(torch.bfloat16).contiguous(), persistent=False)
+        if q8kernel.available():
+            self.register_buffer("blocks", q8kernel.pack_q4_1(q, d, lo), persistent=False)  # [N, K/32 * 20]
+            self._kernel = q8kernel.q4_1_mm
 
     def _products(self, flat: torch.Tensor) -> torch.Tensor:
         return torch._weight_int4pack_mm_for_cpu(flat, self.packed, GROUP, self.scales)
@@ -119,9 +142,15 @@ class Int4Linear(_GridLinear):
         joint.register_buffer("packed", torch.cat([p.packed for p in parts]), persistent=False)  # [N, K/2]
         joint.register_buffer("scales", torch.cat([p.scales for p in parts], dim=1).contiguous(),
                               persistent=False)  # [K/g, N, 2]
+        blocks = all(p.blocks is not None for p in parts)
+        joint.register_buffer("blocks", torch.cat([p.blocks for p in parts]) if blocks else None, persistent=False)
+        if blocks:
+            joint._kernel = q8kernel.q4_1_mm
         at = 0
         for p in parts:
             p.packed = joint.packed[at: at + p.out_features]
+            if blocks:
+                p.blocks = joint.blocks[at: at + p.out_features]
             at += p.out_features
         return joint
 
@@ -170,6 +199,9 @@ class Int8SplitLinear(_GridLinear):
                              persistent=False)
         self.register_buffer("scales_hi", torch.stack([16 * dt, torch.zeros_like(dt)], -1).to(torch.bfloat16)
                              .contiguous(), persistent=False)
+        if q8kernel.available():  # one Q8_0 product instead of the two int4 ones
+            self.register_buffer("blocks", q8kernel.pack_q8_0(q, d), persistent=False)  # [N, K/32 * 34]
+            self._kernel = q8kernel.q8_0_mm
 
     def _products(self, flat: torch.Tensor) -> torch.Tensor:
         y = torch._weight_int4pack_mm_for_cpu(flat, self.packed_lo, GROUP, self.scales_lo).float()  # [rows, N]

@@ -1,0 +1,209 @@
+// Block-quantized products for decode rows on AVX2 CPUs: Q4_1 and Q8_0 weights against
+// activations rounded to 8 bits per block of 32 (codedec/q8kernel.py builds and calls this; its
+// torch twin there states the arithmetic). Built with -mavx2 -mfma -mf16c.
+//
+// Weights, row by row, blocks of 32 along K:
+//   Q4_1: 20 bytes {fp16 d, fp16 m, 16 bytes: byte j = q[j] | q[j + 16] << 4}, w = d * q + m, q 0..15
+//   Q8_0: 34 bytes {fp16 d, 32 x int8 q}, w = d * q
+// Activations x [R, K] fp32 -> per row and block: int8 q (round(x / s), s = max|x| / 127), s, and
+// s * sum(q) (Q4_1's offset term). Each output y[r, n] depends on row r of x only, computed by
+// the same sequence of operations for any R (tiles of rows share the unpacked weights, never a
+// sum): a row alone and the same row among others give bit-equal results.
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <immintrin.h>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+namespace {
+
+constexpr int64_t QK = 32;
+constexpr int64_t TILE = 4;  // rows sharing one unpacking of a weight block
+
+struct Q8Rows {  // activations of R rows, quantized per block
+  torch::Tensor q, s, sum;  // [R, K] int8, [R, B] fp32, [R, B] fp32 (s * sum of q)
+};
+
+Q8Rows quantize_rows(const torch::Tensor& x) {
+  const int64_t R = x.size(0), K = x.size(1), B = K / QK;
+  Q8Rows out{torch::empty({R, K}, torch::kInt8), torch::empty({R, B}, torch::kFloat),
+             torch::empty({R, B}, torch::kFloat)};
+  const float* X = x.data_ptr<float>();
+  int8_t* Q = out.q.data_ptr<int8_t>();
+  float *S = out.s.data_ptr<float>(), *U = out.sum.data_ptr<float>();
+  for (int64_t i = 0; i < R * B; ++i) {
+    const float* xb = X + i * QK;
+    float amax = 0.f;
+    for (int j = 0; j < QK; ++j) amax = std::max(amax, std::fabs(xb[j]));
+    const float s = amax / 127.f, inv = s > 0.f ? 1.f / s : 0.f;
+    int sum = 0;
+    for (int j = 0; j < QK; ++j) {
+      const int q = static_cast<int>(std::nearbyint(xb[j] * inv));  // round half to even
+      Q[i * QK + j] = static_cast<int8_t>(q);
+      sum += q;
+    }
+    S[i] = s;
+    U[i] = s * static_cast<float>(sum);
+  }
+  return out;
+}
+
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+inline float half_to_float(uint16_t h) { return _cvtsh_ss(h); }
+
+// 8 partial int32 sums of u8 (0..15) x s8 products, as floats
+inline __m256 dot_u4(__m256i w, const int8_t* x) {
+  const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
+  return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(w, xv), _mm256_set1_epi16(1)));
+}
+
+// 8 partial int32 sums of s8 x s8 products (|w| unsigned, the sign moved onto x), as floats
+inline __m256 dot_s8(__m256i w_abs, __m256i w, const int8_t* x) {
+  const __m256i xv = _mm256_sign_epi8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x)), w);
+  return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(w_abs, xv), _mm256_set1_epi16(1)));
+}
+
+// Rows r0 .. r0 + RT - 1 of y[:, n] for one weight row of Q4_1 blocks. RT is a compile-time
+// constant so the accumulators live in registers; each row's operations are the same for every RT.
+template <int RT>
+inline void q4_1_rows(const uint8_t* row, int64_t B, int64_t K, const int8_t* XQ, const float* XS,
+                      const float* XU, int64_t r0, float* out, int64_t stride) {
+  const __m128i low = _mm_set1_epi8(0x0F);
+  __m256 acc0[RT], acc1[RT];
+  float off0[RT], off1[RT];
+  for (int t = 0; t < RT; ++t) {
+    acc0[t] = acc1[t] = _mm256_setzero_ps();
+    off0[t] = off1[t] = 0.f;
+  }
+  for (int64_t b = 0; b < B; ++b) {
+    const uint8_t* blk = row + b * 20;
+    uint16_t dh, mh;
+    std::memcpy(&dh, blk, 2);
+    std::memcpy(&mh, blk + 2, 2);
+    const float d = half_to_float(dh), m = half_to_float(mh);
+    const __m128i p = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk + 4));
+    const __m256i wv = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(p, 4), low), _mm_and_si128(p, low));
+    for (int t = 0; t < RT; ++t) {
+      const int64_t r = r0 + t;
+      const __m256 prod = dot_u4(wv, XQ + r * K + b * QK);
+      const __m256 scale = _mm256_set1_ps(d * XS[r * B + b]);
+      const float o = m * XU[r * B + b];
+      if (b & 1) {  // two accumulators per row: consecutive blocks do not wait on each other
+        acc1[t] = _mm256_fmadd_ps(prod, scale, acc1[t]);
+        off1[t] += o;
+      } else {
+        acc0[t] = _mm256_fmadd_ps(prod, scale, acc0[t]);
+        off0[t] += o;
+      }
+    }
+  }
+  for (int t = 0; t < RT; ++t) out[t * stride] = hsum(_mm256_add_ps(acc0[t], acc1[t])) + (off0[t] + off1[t]);
+}
+
+template <int RT>
+inline void q8_0_rows(const uint8_t* row, int64_t B, int64_t K, const int8_t* XQ, const float* XS, int64_t r0,
+                      float* out, int64_t stride) {
+  __m256 acc0[RT], acc1[RT];
+  for (int t = 0; t < RT; ++t) acc0[t] = acc1[t] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < B; ++b) {
+    const uint8_t* blk = row + b * 34;
+    uint16_t dh;
+    std::memcpy(&dh, blk, 2);
+    const float d = half_to_float(dh);
+    const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + 2));
+    const __m256i wa = _mm256_sign_epi8(wv, wv);
+    for (int t = 0; t < RT; ++t) {
+      const int64_t r = r0 + t;
+      const __m256 prod = dot_s8(wa, wv, XQ + r * K + b * QK);
+      const __m256 scale = _mm256_set1_ps(d * XS[r * B + b]);
+      if (b & 1)
+        acc1[t] = _mm256_fmadd_ps(prod, scale, acc1[t]);
+      else
+        acc0[t] = _mm256_fmadd_ps(prod, scale, acc0[t]);
+    }
+  }
+  for (int t = 0; t < RT; ++t) out[t * stride] = hsum(_mm256_add_ps(acc0[t], acc1[t]));
+}
+
+// y [R, N] for weights of `bytes` per block, rows in tiles of up to TILE
+template <typename Rows1, typename Rows2, typename Rows3, typename Rows4>
+void product(int64_t R, int64_t n_out, int64_t grain, float* Y, Rows1 f1, Rows2 f2, Rows3 f3, Rows4 f4) {
+  at::parallel_for(0, n_out, grain, [&](int64_t n0, int64_t n1) {
+    for (int64_t n = n0; n < n1; ++n)
+      for (int64_t r0 = 0; r0 < R; r0 += TILE) {
+        float* out = Y + r0 * n_out + n;
+        switch (std::min(TILE, R - r0)) {
+          case 1: f1(n, r0, out); break;
+          case 2: f2(n, r0, out); break;
+          case 3: f3(n, r0, out); break;
+          default: f4(n, r0, out); break;
+        }
+      }
+  });
+}
+
+torch::Tensor q4_1_mm(torch::Tensor x, torch::Tensor w, int64_t n_out) {
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == torch::kFloat && x.is_contiguous(), "x: contiguous fp32 [R, K]");
+  const int64_t R = x.size(0), K = x.size(1), B = K / QK;
+  TORCH_CHECK(K % QK == 0, "K must be a multiple of 32");
+  TORCH_CHECK(w.scalar_type() == torch::kUInt8 && w.is_contiguous() && w.numel() == n_out * B * 20,
+              "w: Q4_1 blocks [N, K/32 * 20] uint8");
+  const Q8Rows a = quantize_rows(x);
+  auto y = torch::empty({R, n_out}, torch::kFloat);
+  const uint8_t* W = w.data_ptr<uint8_t>();
+  const int8_t* XQ = a.q.data_ptr<int8_t>();
+  const float *XS = a.s.data_ptr<float>(), *XU = a.sum.data_ptr<float>();
+  const int64_t bytes = B * 20;
+  auto rows = [&](auto rt) {
+    return [&, rt](int64_t n, int64_t r0, float* out) {
+      q4_1_rows<decltype(rt)::value>(W + n * bytes, B, K, XQ, XS, XU, r0, out, n_out);
+    };
+  };
+  product(R, n_out, 16, y.data_ptr<float>(), rows(std::integral_constant<int, 1>{}),
+          rows(std::integral_constant<int, 2>{}), rows(std::integral_constant<int, 3>{}),
+          rows(std::integral_constant<int, 4>{}));
+  return y;
+}
+
+torch::Tensor q8_0_mm(torch::Tensor x, torch::Tensor w, int64_t n_out) {
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == torch::kFloat && x.is_contiguous(), "x: contiguous fp32 [R, K]");
+  const int64_t R = x.size(0), K = x.size(1), B = K / QK;
+  TORCH_CHECK(K % QK == 0, "K must be a multiple of 32");
+  TORCH_CHECK(w.scalar_type() == torch::kUInt8 && w.is_contiguous() && w.numel() == n_out * B * 34,
+              "w: Q8_0 blocks [N, K/32 * 34] uint8");
+  const Q8Rows a = quantize_rows(x);
+  auto y = torch::empty({R, n_out}, torch::kFloat);
+  const uint8_t* W = w.data_ptr<uint8_t>();
+  const int8_t* XQ = a.q.data_ptr<int8_t>();
+  const float* XS = a.s.data_ptr<float>();
+  const int64_t bytes = B * 34;
+  auto rows = [&](auto rt) {
+    return [&, rt](int64_t n, int64_t r0, float* out) {
+      q8_0_rows<decltype(rt)::value>(W + n * bytes, B, K, XQ, XS, r0, out, n_out);
+    };
+  };
+  product(R, n_out, 64, y.data_ptr<float>(), rows(std::integral_constant<int, 1>{}),
+          rows(std::integral_constant<int, 2>{}), rows(std::integral_constant<int, 3>{}),
+          rows(std::integral_constant<int, 4>{}));
+  return y;
+}
+
+}  // namespace
+
+TORCH_LIBRARY(codedec_q8, m) {
+  m.def("q4_1_mm(Tensor x, Tensor w, int n_out) -> Tensor");
+  m.def("q8_0_mm(Tensor x, Tensor w, int n_out) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(codedec_q8, CPU, m) {
+  m.impl("q4_1_mm", &q4_1_mm);
+  m.impl("q8_0_mm", &q8_0_mm);
+}
