@@ -5,7 +5,8 @@
 2. ``attention``: the lean forward with SDPA replaced by two grouped matmuls (queries of a K/V head
    packed as rows, softmax between) — paired per call against SDPA, 1/2/4/8 new tokens.
 3. ``int4``: the memory read bandwidth (a sum over 256 MB) against the rate at which torch's int4
-   CPU kernel goes through 4-bit weights, per projection shape of the model, 1/4/16 rows.
+   CPU kernel goes through 4-bit weights, per projection shape of the model, 1/4/16 rows; beside
+   it ``codedec.q8kernel`` on the same shapes as Q4_1 blocks (time and ratio to torch's).
 4. ``compile``: the layer math around the cache write and SDPA compiled with ``torch.compile``
    (inductor, dynamic shapes) — compile time, then paired per call against transformers' forward
    and against the lean eager forward, 1/4/16 new tokens; the largest logit difference.
@@ -257,19 +258,30 @@ def run_int4() -> None:
     # joint gate|up, the lm_head (49152, one of its two int4 products); copies so weights are not cache-resident
     for n, k in ((576, 576), (192, 576), (960, 576), (1536, 576), (3072, 576), (576, 1536), (49152, 576)):
         copies = max(2, (64 << 20) // (n * k // 2))
-        weights = []
+        weights, blocks = [], []
+        q8 = q8kernel.available()
         for _ in range(copies):
-            packed = torch._convert_weight_to_int4pack_for_cpu(torch.randint(0, 16, (n, k), dtype=torch.int32), 1)
+            q = torch.randint(0, 16, (n, k), dtype=torch.int32)
+            packed = torch._convert_weight_to_int4pack_for_cpu(q, 1)
             weights.append((packed, torch.randn(k // 32, n, 2).to(torch.bfloat16)))
+            if q8:  # the same shape as Q4_1 blocks for codedec.q8kernel
+                blocks.append(q8kernel.pack_q4_1(q, torch.rand(n, k // 32), torch.rand(n, k // 32)))
         cols = []
         for rows in (1, 4, 16):
-            x = torch.randn(rows, k).to(torch.bfloat16)
+            x = torch.randn(rows, k)
+            xb = x.to(torch.bfloat16)
             for _ in range(2):  # the second pass is timed
                 t = time.perf_counter()
                 for packed, scales in weights:
-                    torch._weight_int4pack_mm_for_cpu(x, packed, 32, scales)
+                    torch._weight_int4pack_mm_for_cpu(xb, packed, 32, scales)
                 us = (time.perf_counter() - t) / copies * 1e6
-            cols.append(f"{rows:2d} rows {us:7.0f} us ({n * k / 2 / us / 1e3:4.1f} GB/s of weights)")
+                if q8:
+                    t = time.perf_counter()
+                    for b in blocks:
+                        q8kernel.q4_1_mm(x, b, n)
+                    us8 = (time.perf_counter() - t) / copies * 1e6
+            cols.append(f"{rows:2d} rows {us:7.0f} us ({n * k / 2 / us / 1e3:4.1f} GB/s of weights)"
+                        + (f" q8 {us8:6.0f} us ({us8 / us:.2f}x)" if q8 else ""))
         print(f"int4  {n:5d} x {k:4d}: " + "  ".join(cols), flush=True)
 
 
