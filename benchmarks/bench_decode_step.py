@@ -15,9 +15,11 @@
 6. ``sdpa``: SDPA alone for one query row over one layer's cached keys/values (the cache after
    ``--context`` tokens): warm (the same call repeated) and cold (a 64 MB read between calls, as
    a forward's weights evict them), in fp32 as stored and with queries/keys/values in bf16 and fp16.
-7. ``q8``: the lean forward with q4 decode rows on ``codedec.q8kernel`` (8-bit activations,
-   integer dot products, as llama.cpp) and on torch's int4 kernel (``q8kernel.use``), paired per
-   call, 1/2/4/16 new tokens (kept: the default where it builds).
+7. ``q8``: the lean forward with q4 decode rows on torch's int4 kernel (``int4``), on
+   ``codedec.q8kernel``'s products op by op (``q8``: 8-bit activations, integer dot products, as
+   llama.cpp) and with whole layers in its two C++ calls around attention (``fused``:
+   ``q8kernel.layer_pre`` / ``layer_post``), paired per call, 1/2/4/16 new tokens (kept: fused,
+   the default where the kernel builds).
 
     .venv/bin/python benchmarks/bench_decode_step.py --what profile,attention,compile --context 600,1850
     .venv/bin/python benchmarks/bench_decode_step.py --what int4
@@ -131,12 +133,15 @@ def run_q8(model, cache) -> None:
     if not q8kernel.available():
         print(f"q8: not available here ({q8kernel.why_unavailable()})", flush=True)
         return
+    def switch(_model, how: str) -> None:
+        q8kernel.use(how != "int4")
+        q8kernel.use_fused(how == "fused")
+
     for n in (1, 2, 4, 16):
         ids, parents = list(range(200, 200 + n)), list(range(-1, n - 1))
-        sides = {"int4": toggled(lambda _m, on: q8kernel.use(on), False, model, cache, ids, parents),
-                 "q8": toggled(lambda _m, on: q8kernel.use(on), True, model, cache, ids, parents)}
+        sides = {how: toggled(switch, how, model, cache, ids, parents) for how in ("int4", "q8", "fused")}
         paired(f"q8 context {len(cache)}", sides, n, repeats=15)
-    q8kernel.use(True)
+    switch(model, "fused")
 
 
 def run_attention(model, cache) -> None:

@@ -37,6 +37,7 @@ import torch
 from torch.nn import functional as F
 from transformers.models.llama.modeling_llama import LlamaForCausalLM, rotate_half
 
+from codedec import q8kernel
 from codedec.cache import GrowingLayer
 from codedec.quant import INT4_MAX_ROWS, Int4Linear
 
@@ -96,7 +97,7 @@ class _Int4Plan:
     CPU)."""
 
     __slots__ = ("in_norm", "post_norm", "qkv", "o", "gate_up", "down", "hq", "hk", "d", "scaling", "n_gate",
-                 "act")
+                 "act", "blocks")
 
     @classmethod
     def of(cls, layer, qkv, gate_up) -> _Int4Plan | None:
@@ -117,6 +118,11 @@ class _Int4Plan:
         plan.scaling = a.scaling
         plan.n_gate = mlp.gate_proj.out_features
         plan.act = mlp.act_fn
+        # the q8 kernel's blocks of q|k|v, o, gate|up, down: the whole layer in two C++ calls
+        # (q8kernel.layer_pre / layer_post) where they all have them and the activation is SiLU
+        blocks = (qkv.blocks, a.o_proj.blocks, gate_up.blocks, mlp.down_proj.blocks)
+        silu = type(mlp.act_fn).__name__ in ("SiLUActivation", "SiLU")
+        plan.blocks = blocks if silu and all(b is not None for b in blocks) else None
         return plan
 
 
@@ -129,6 +135,14 @@ def _int4_layer(plan: _Int4Plan, x: torch.Tensor, cos: torch.Tensor, sin_signed:
     sin_signed`` (``sin_signed``: the first half negated — the same products, signs moved)."""
     p, hidden = x.shape[1], x.shape[2]
     d, hq, hk = plan.d, plan.hq, plan.hk
+    if plan.blocks is not None and q8kernel.USE and q8kernel.FUSED:  # the layer in two C++ calls
+        qkv, o_w, gate_up, down = plan.blocks
+        q, k, v = q8kernel.layer_pre(x.view(p, hidden), *plan.in_norm, qkv, cos, sin_signed, hq, hk)
+        keys, values = update(k, v)  # [1, Hkv, T + P, D]
+        o = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=plan.scaling,
+                                           enable_gqa=hq != keys.shape[1])  # [1, Hq, P, D]
+        return q8kernel.layer_post(x.view(p, hidden), o, o_w, *plan.post_norm, gate_up, plan.n_gate,
+                                   down).view(1, p, hidden)
     h = torch.rms_norm(x, (hidden,), *plan.in_norm)
     heads = plan.qkv(h.view(p, hidden)).view(1, p, -1, d).transpose(1, 2)  # [1, Hq + 2 Hkv, P, D]
     qk = heads[:, : hq + hk]

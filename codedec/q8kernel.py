@@ -42,6 +42,7 @@ Q8_0_BYTES = 34  # fp16 d, 32 int8
 SOURCE = Path(__file__).parent / "csrc" / "q4q8.cpp"
 
 USE = True  # read at every call by codedec.quant's layers: use(False) sends them to torch's kernel
+FUSED = True  # codedec.fastpath's direct pass runs a layer's decode rows as layer_pre / layer_post
 _lock = threading.Lock()
 _state: dict = {}  # "ok": bool once the build was tried, "why": the reason when not
 
@@ -61,6 +62,13 @@ def use(on: bool) -> None:
     through torch's int4 kernel (benchmarks and tests compare the two on one loaded model)."""
     global USE
     USE = bool(on)
+
+
+def use_fused(on: bool) -> None:
+    """Let ``codedec.fastpath`` run whole layers through :func:`layer_pre` / :func:`layer_post`
+    (``on``, the default) or op by op around this kernel's products (benchmarks compare them)."""
+    global FUSED
+    FUSED = bool(on)
 
 
 def why_unavailable() -> str | None:
@@ -119,6 +127,48 @@ def q4_1_mm(x: torch.Tensor, blocks: torch.Tensor, n: int) -> torch.Tensor:
 def q8_0_mm(x: torch.Tensor, blocks: torch.Tensor, n: int) -> torch.Tensor:
     """x [R, K] fp32 times the Q8_0 ``blocks`` of an [n, K] weight, transposed: [R, n] fp32."""
     return torch.ops.codedec_q8.q8_0_mm(x.contiguous(), blocks, n)
+
+
+def layer_pre(x: torch.Tensor, norm_w: torch.Tensor, eps: float, qkv: torch.Tensor, cos: torch.Tensor,
+              sin_signed: torch.Tensor, hq: int, hk: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A Llama layer's decode rows up to attention, in one call: x [P, H] fp32 -> RMSNorm ->
+    joint q|k|v (Q4_1 ``qkv`` blocks) -> RoPE on q and k (``cos``, ``sin_signed`` [P, D]: the
+    first half of sin negated, ``x * cos + roll(x, D/2) * sin_signed``) -> q [1, Hq, P, D], k and
+    v [1, Hkv, P, D]. :func:`layer_pre_reference` is its twin."""
+    d = cos.shape[-1]
+    q, k, v = torch.ops.codedec_q8.layer_pre(x.contiguous(), norm_w, eps, qkv, (hq + 2 * hk) * d,
+                                             cos.reshape(-1, d).contiguous(), sin_signed.reshape(-1, d).contiguous(),
+                                             hq, hk)
+    return q, k, v
+
+
+def layer_post(x: torch.Tensor, o: torch.Tensor, o_w: torch.Tensor, norm_w: torch.Tensor, eps: float,
+               gate_up: torch.Tensor, n_gate: int, down: torch.Tensor) -> torch.Tensor:
+    """The rest of the layer, in one call: attention output o [1, Hq, P, D] -> o_proj (Q4_1
+    ``o_w``) + residual x [P, H] -> RMSNorm -> joint gate|up -> SiLU(gate) * up -> down +
+    residual: [P, H] fp32. :func:`layer_post_reference` is its twin."""
+    return torch.ops.codedec_q8.layer_post(x.contiguous(), o, o_w, norm_w, eps, gate_up, n_gate, down)
+
+
+def _rms_reference(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+
+
+def layer_pre_reference(x, norm_w, eps, qkv_levels, cos, sin_signed, hq, hk):
+    """:func:`layer_pre`'s twin; ``qkv_levels``: (q, d, m) of the joint projection."""
+    p, d = x.shape[0], cos.shape[-1]
+    heads = q4_1_mm_reference(_rms_reference(x, norm_w, eps), *qkv_levels).view(p, -1, d).transpose(0, 1)
+    qk = heads[: hq + hk]
+    qk = qk * cos.reshape(1, p, d) + qk.roll(d // 2, -1) * sin_signed.reshape(1, p, d)
+    return qk[:hq][None], qk[hq:][None], heads[hq + hk:][None]
+
+
+def layer_post_reference(x, o, o_levels, norm_w, eps, gate_up_levels, n_gate, down_levels):
+    """:func:`layer_post`'s twin; ``*_levels``: (q, d, m) of each projection."""
+    p = x.shape[0]
+    x = x + q4_1_mm_reference(o[0].transpose(0, 1).reshape(p, -1), *o_levels)
+    gate, up = q4_1_mm_reference(_rms_reference(x, norm_w, eps), *gate_up_levels).split(n_gate, dim=-1)
+    return x + q4_1_mm_reference(torch.nn.functional.silu(gate) * up, *down_levels)
 
 
 def quantize_rows_reference(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <vector>
 
 namespace {
 
@@ -196,14 +197,97 @@ torch::Tensor q8_0_mm(torch::Tensor x, torch::Tensor w, int64_t n_out) {
   return y;
 }
 
+
+// ---- one decoder layer's decode rows around attention (Llama: RMSNorm, joint q|k|v, RoPE; then
+// o, residual, RMSNorm, joint gate|up, SiLU, down, residual), every row on its own.
+
+// out[p, :] = w * (x[p, :] / sqrt(mean(x[p, :]^2) + eps)), sums in row order
+void rms_rows(const float* x, const float* w, float eps, int64_t P, int64_t H, float* out) {
+  for (int64_t p = 0; p < P; ++p) {
+    const float* xr = x + p * H;
+    float ss = 0.f;
+    for (int64_t i = 0; i < H; ++i) ss += xr[i] * xr[i];
+    const float inv = 1.f / std::sqrt(ss / static_cast<float>(H) + eps);
+    for (int64_t i = 0; i < H; ++i) out[p * H + i] = w[i] * (xr[i] * inv);
+  }
+}
+
+std::vector<torch::Tensor> layer_pre(torch::Tensor x, torch::Tensor norm_w, double eps, torch::Tensor qkv,
+                                     int64_t n_qkv, torch::Tensor cos, torch::Tensor sin_signed, int64_t hq,
+                                     int64_t hk) {
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == torch::kFloat && x.is_contiguous(), "x: contiguous fp32 [P, H]");
+  const int64_t P = x.size(0), H = x.size(1), D = cos.size(-1), half = D / 2;
+  TORCH_CHECK(n_qkv == (hq + 2 * hk) * D, "n_qkv must be (hq + 2 hk) * head_dim");
+  TORCH_CHECK(cos.is_contiguous() && sin_signed.is_contiguous() && cos.numel() == P * D && sin_signed.numel() == P * D,
+              "cos / sin_signed: contiguous [P, D]");
+  auto h = torch::empty({P, H}, torch::kFloat);
+  rms_rows(x.data_ptr<float>(), norm_w.data_ptr<float>(), static_cast<float>(eps), P, H, h.data_ptr<float>());
+  const torch::Tensor heads = q4_1_mm(h, qkv, n_qkv);  // [P, (hq + 2 hk) D]
+  auto q = torch::empty({1, hq, P, D}, torch::kFloat);
+  auto k = torch::empty({1, hk, P, D}, torch::kFloat);
+  auto v = torch::empty({1, hk, P, D}, torch::kFloat);
+  const float *HD = heads.data_ptr<float>(), *C = cos.data_ptr<float>(), *S = sin_signed.data_ptr<float>();
+  float *Q = q.data_ptr<float>(), *K = k.data_ptr<float>(), *V = v.data_ptr<float>();
+  for (int64_t p = 0; p < P; ++p) {
+    const float* row = HD + p * n_qkv;
+    const float *c = C + p * D, *sn = S + p * D;
+    for (int64_t head = 0; head < hq + 2 * hk; ++head) {
+      const float* in = row + head * D;
+      float* out = head < hq ? Q + (head * P + p) * D
+                 : head < hq + hk ? K + ((head - hq) * P + p) * D : V + ((head - hq - hk) * P + p) * D;
+      if (head >= hq + hk) {
+        std::memcpy(out, in, D * sizeof(float));
+        continue;
+      }
+      for (int64_t i = 0; i < D; ++i)  // x * cos + roll(x, D/2) * sin_signed: rotate_half's products
+        out[i] = in[i] * c[i] + in[(i + half) % D] * sn[i];
+    }
+  }
+  return {q, k, v};
+}
+
+torch::Tensor layer_post(torch::Tensor x, torch::Tensor o, torch::Tensor o_w, torch::Tensor norm_w, double eps,
+                         torch::Tensor gate_up, int64_t n_gate, torch::Tensor down) {
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == torch::kFloat && x.is_contiguous(), "x: contiguous fp32 [P, H]");
+  const int64_t P = x.size(0), H = x.size(1);
+  TORCH_CHECK(o.dim() == 4 && o.size(0) == 1 && o.size(2) == P, "o: [1, Hq, P, D]");
+  const torch::Tensor flat = o.transpose(1, 2).reshape({P, -1}).contiguous();  // [P, Hq D]
+  const torch::Tensor attn = q4_1_mm(flat, o_w, H);  // [P, H]
+  auto x1 = torch::empty({P, H}, torch::kFloat);
+  const float *X = x.data_ptr<float>(), *A = attn.data_ptr<float>();
+  float* X1 = x1.data_ptr<float>();
+  for (int64_t i = 0; i < P * H; ++i) X1[i] = X[i] + A[i];
+  auto h = torch::empty({P, H}, torch::kFloat);
+  rms_rows(X1, norm_w.data_ptr<float>(), static_cast<float>(eps), P, H, h.data_ptr<float>());
+  const torch::Tensor gu = q4_1_mm(h, gate_up, 2 * n_gate);  // [P, 2 I]
+  auto act = torch::empty({P, n_gate}, torch::kFloat);
+  const float* G = gu.data_ptr<float>();
+  float* M = act.data_ptr<float>();
+  for (int64_t p = 0; p < P; ++p)
+    for (int64_t i = 0; i < n_gate; ++i) {
+      const float g = G[p * 2 * n_gate + i], u = G[p * 2 * n_gate + n_gate + i];
+      M[p * n_gate + i] = (g / (1.f + std::exp(-g))) * u;  // SiLU(gate) * up
+    }
+  const torch::Tensor dn = q4_1_mm(act, down, H);  // [P, H]
+  const float* DN = dn.data_ptr<float>();
+  for (int64_t i = 0; i < P * H; ++i) X1[i] = X1[i] + DN[i];
+  return x1;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(codedec_q8, m) {
   m.def("q4_1_mm(Tensor x, Tensor w, int n_out) -> Tensor");
   m.def("q8_0_mm(Tensor x, Tensor w, int n_out) -> Tensor");
+  m.def("layer_pre(Tensor x, Tensor norm_w, float eps, Tensor qkv, int n_qkv, Tensor cos, Tensor sin_signed, "
+        "int hq, int hk) -> Tensor[]");
+  m.def("layer_post(Tensor x, Tensor o, Tensor o_w, Tensor norm_w, float eps, Tensor gate_up, int n_gate, "
+        "Tensor down) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(codedec_q8, CPU, m) {
   m.impl("q4_1_mm", &q4_1_mm);
   m.impl("q8_0_mm", &q8_0_mm);
+  m.impl("layer_pre", &layer_pre);
+  m.impl("layer_post", &layer_post);
 }

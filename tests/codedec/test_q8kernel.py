@@ -133,3 +133,38 @@ def test_concat_keeps_the_parts_blocks_as_views():
     assert parts[1].blocks.data_ptr() == joint.blocks[32:].data_ptr()
     x = torch.randn(2, 64)
     torch.testing.assert_close(joint(x), torch.cat([p(x) for p in parts], dim=-1), rtol=0, atol=0)
+
+
+def _levels(n: int, k: int, seed: int):
+    q, d, m = q4_weights(n, k, seed)
+    return (q, d, m), q8kernel.pack_q4_1(q, d, m)
+
+
+@pytest.mark.parametrize("p", [1, 3])
+def test_fused_layer_matches_its_twin_and_rows_stay_independent(p):
+    hidden, hq, hk, d, inter = 96, 3, 1, 32, 160
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(p, hidden, generator=g)
+    w1, w2 = torch.rand(hidden, generator=g) + 0.5, torch.rand(hidden, generator=g) + 0.5
+    qkv_l, qkv_b = _levels((hq + 2 * hk) * d, hidden, 7)
+    o_l, o_b = _levels(hidden, hq * d, 8)
+    gu_l, gu_b = _levels(2 * inter, hidden, 9)
+    dn_l, dn_b = _levels(hidden, inter, 10)
+    angles = torch.rand(p, d // 2, generator=g) * 3
+    cos = torch.cat([angles.cos(), angles.cos()], -1)
+    sin_signed = torch.cat([-angles.sin(), angles.sin()], -1)
+    q, k, v = q8kernel.layer_pre(x, w1, 1e-5, qkv_b, cos, sin_signed, hq, hk)
+    rq, rk, rv = q8kernel.layer_pre_reference(x, w1, 1e-5, qkv_l, cos, sin_signed, hq, hk)
+    assert q.shape == (1, hq, p, d) and k.shape == v.shape == (1, hk, p, d)
+    for a, b in ((q, rq), (k, rk), (v, rv)):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
+    o = torch.randn(1, hq, p, d, generator=g)
+    y = q8kernel.layer_post(x, o, o_b, w2, 1e-5, gu_b, inter, dn_b)
+    want = q8kernel.layer_post_reference(x, o, o_l, w2, 1e-5, gu_l, inter, dn_l)
+    torch.testing.assert_close(y, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+    for i in range(p):  # row i alone: the same bits
+        qi, ki, vi = q8kernel.layer_pre(x[i:i + 1], w1, 1e-5, qkv_b, cos[i:i + 1], sin_signed[i:i + 1], hq, hk)
+        assert torch.equal(qi[0, :, 0], q[0, :, i]) and torch.equal(ki[0, :, 0], k[0, :, i])
+        assert torch.equal(vi[0, :, 0], v[0, :, i])
+        yi = q8kernel.layer_post(x[i:i + 1], o[:, :, i:i + 1], o_b, w2, 1e-5, gu_b, inter, dn_b)
+        assert torch.equal(yi[0], y[i])
