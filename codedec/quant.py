@@ -25,8 +25,8 @@ a safetensors checkpoint) is left in fp32: this mode never quantizes what was no
 
 Which kernel: on an AVX2 CPU where ``codedec.q8kernel`` builds, decode rows go through it
 instead — the same levels as Q4_1 / Q8_0 blocks, activations rounded to 8 bits per block as
-llama.cpp does, ~1.5-2x faster than torch's int4 kernel at one row and no slower at a few
-(benchmarks/RESULTS.md, E14); elsewhere, or with ``codedec.q8kernel.use(False)`` /
+llama.cpp does, ~1.4-2x faster than torch's int4 kernel at one row and no slower at a few
+(benchmarks/RESULTS.md, E14; ``codedec.fastpath`` also runs whole layers in it); elsewhere, or with ``codedec.q8kernel.use(False)`` /
 ``CODEDEC_Q8KERNEL=0``, torch's int4 kernel as above. Either way a row's result does not depend
 on the other rows of the call.
 
