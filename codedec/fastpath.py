@@ -11,13 +11,18 @@ projection and the SiLU MLP; the final norm on the kept rows only, then ``lm_hea
 model (``codedec.quant``) decode rows take q|k|v and gate|up as one int4 product each
 (``Int4Linear.concat``: 4 int4 calls per layer instead of 7, casts included), and a layer whose
 projections are all int4 runs as one direct pass over the int4 kernel (``_int4_layer``: no module
-calls, norms and RoPE in the fewest operators that give the same values).
+calls, norms and RoPE in the fewest operators that give the same values) — or, where those
+projections have ``codedec.q8kernel`` blocks and the activation is SiLU, as two C++ calls around
+attention (``q8kernel.layer_pre`` / ``layer_post``).
 
 Contract: :func:`lean_forward` returns exactly what ``model(input_ids, position_ids,
 past_key_values, attention_mask, logits_to_keep)`` returns as logits [1, keep, V], and writes the
 same keys and values into the cache (tested bit for bit in fp32 against transformers' forward,
-over prefills, single steps, draft-tree masks and shifted positions). ``codedec.forward`` is its
-only caller; models it does not support (:func:`supports`) take transformers' forward.
+over prefills, single steps, draft-tree masks and shifted positions). One exception: the fused
+q8 layers sum their norms in another order than torch's operators, so there the results agree
+to ~1e-5, not bit for bit (tested; ``q8kernel.use_fused(False)`` restores bit-exactness).
+``codedec.forward`` is its only caller; models it does not support (:func:`supports`) take
+transformers' forward.
 
 ``$CODEDEC_FASTPATH=0`` turns it off (transformers' forward everywhere); so does a ``forward``
 set on the model instance (a wrapper that counts or instruments calls is honoured).
@@ -130,9 +135,10 @@ def _int4_layer(plan: _Int4Plan, x: torch.Tensor, cos: torch.Tensor, sin_signed:
                 mask: torch.Tensor | None) -> torch.Tensor:
     """One decoder layer on P <= ``INT4_MAX_ROWS`` rows of an all-int4 layer: ``x`` [1, P, H] fp32
     -> [1, P, H]; ``update(k, v)`` writes the new keys/values [1, Hkv, P, D] into the cache and
-    returns all of them. The same arithmetic as the generic loop in :func:`lean_forward` (tested
-    bit for bit against transformers); RoPE's ``rotate_half(t) * sin`` as ``t.roll(D/2) *
-    sin_signed`` (``sin_signed``: the first half negated — the same products, signs moved)."""
+    returns all of them. Op by op, the same arithmetic as the generic loop in :func:`lean_forward`
+    (tested bit for bit against transformers); RoPE's ``rotate_half(t) * sin`` as ``t.roll(D/2)
+    * sin_signed`` (``sin_signed``: the first half negated — the same products, signs moved).
+    With ``plan.blocks`` (and the q8 kernel in use): the fused C++ calls, equal to ~1e-5."""
     p, hidden = x.shape[1], x.shape[2]
     d, hq, hk = plan.d, plan.hq, plan.hk
     if plan.blocks is not None and q8kernel.USE and q8kernel.FUSED:  # the layer in two C++ calls

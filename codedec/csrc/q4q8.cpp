@@ -134,69 +134,65 @@ inline void q8_0_rows(const uint8_t* row, int64_t B, int64_t K, const int8_t* XQ
   for (int t = 0; t < RT; ++t) out[t * stride] = hsum(_mm256_add_ps(acc0[t], acc1[t]));
 }
 
-// y [R, N] for weights of `bytes` per block, rows in tiles of up to TILE
-template <typename Rows1, typename Rows2, typename Rows3, typename Rows4>
-void product(int64_t R, int64_t n_out, int64_t grain, float* Y, Rows1 f1, Rows2 f2, Rows3 f3, Rows4 f4) {
+// y [R, N]: rows(rt, n, r0, out) fills y[r0 .. r0 + rt - 1, n] (rt a std::integral_constant
+// 1..TILE, so each tile size is its own instantiation), output rows n split over torch's threads
+template <typename Rows>
+void product(int64_t R, int64_t n_out, int64_t grain, float* Y, Rows rows) {
   at::parallel_for(0, n_out, grain, [&](int64_t n0, int64_t n1) {
     for (int64_t n = n0; n < n1; ++n)
       for (int64_t r0 = 0; r0 < R; r0 += TILE) {
         float* out = Y + r0 * n_out + n;
         switch (std::min(TILE, R - r0)) {
-          case 1: f1(n, r0, out); break;
-          case 2: f2(n, r0, out); break;
-          case 3: f3(n, r0, out); break;
-          default: f4(n, r0, out); break;
+          case 1: rows(std::integral_constant<int, 1>{}, n, r0, out); break;
+          case 2: rows(std::integral_constant<int, 2>{}, n, r0, out); break;
+          case 3: rows(std::integral_constant<int, 3>{}, n, r0, out); break;
+          default: rows(std::integral_constant<int, 4>{}, n, r0, out); break;
         }
       }
   });
 }
 
-torch::Tensor q4_1_mm(torch::Tensor x, torch::Tensor w, int64_t n_out) {
+// What both products check and compute first: x [R, K] fp32 contiguous, K a multiple of 32, w
+// `block_bytes` per block of every one of n_out rows; x rounded to 8 bits, y allocated
+struct Call {
+  int64_t R, K, B;
+  Q8Rows a;
+  torch::Tensor y;
+};
+
+Call begin_call(const torch::Tensor& x, const torch::Tensor& w, int64_t n_out, int64_t block_bytes,
+                const char* what) {
   TORCH_CHECK(x.dim() == 2 && x.scalar_type() == torch::kFloat && x.is_contiguous(), "x: contiguous fp32 [R, K]");
   const int64_t R = x.size(0), K = x.size(1), B = K / QK;
   TORCH_CHECK(K % QK == 0, "K must be a multiple of 32");
-  TORCH_CHECK(w.scalar_type() == torch::kUInt8 && w.is_contiguous() && w.numel() == n_out * B * 20,
-              "w: Q4_1 blocks [N, K/32 * 20] uint8");
-  const Q8Rows a = quantize_rows(x);
-  auto y = torch::empty({R, n_out}, torch::kFloat);
+  TORCH_CHECK(w.scalar_type() == torch::kUInt8 && w.is_contiguous() && w.numel() == n_out * B * block_bytes,
+              "w: ", what, " blocks [N, K/32 * ", block_bytes, "] uint8");
+  return Call{R, K, B, quantize_rows(x), torch::empty({R, n_out}, torch::kFloat)};
+}
+
+torch::Tensor q4_1_mm(torch::Tensor x, torch::Tensor w, int64_t n_out) {
+  const Call c = begin_call(x, w, n_out, 20, "Q4_1");
+  const int64_t K = c.K, B = c.B, bytes = B * 20;
   const uint8_t* W = w.data_ptr<uint8_t>();
-  const int8_t* XQ = a.q.data_ptr<int8_t>();
-  const float *XS = a.s.data_ptr<float>(), *XU = a.sum.data_ptr<float>();
-  const int64_t bytes = B * 20;
-  auto rows = [&](auto rt) {
-    return [&, rt](int64_t n, int64_t r0, float* out) {
-      q4_1_rows<decltype(rt)::value>(W + n * bytes, B, K, XQ, XS, XU, r0, out, n_out);
-    };
-  };
-  product(R, n_out, 16, y.data_ptr<float>(), rows(std::integral_constant<int, 1>{}),
-          rows(std::integral_constant<int, 2>{}), rows(std::integral_constant<int, 3>{}),
-          rows(std::integral_constant<int, 4>{}));
-  return y;
+  const int8_t* XQ = c.a.q.data_ptr<int8_t>();
+  const float *XS = c.a.s.data_ptr<float>(), *XU = c.a.sum.data_ptr<float>();
+  product(c.R, n_out, 16, c.y.data_ptr<float>(), [&](auto rt, int64_t n, int64_t r0, float* out) {
+    q4_1_rows<decltype(rt)::value>(W + n * bytes, B, K, XQ, XS, XU, r0, out, n_out);
+  });
+  return c.y;
 }
 
 torch::Tensor q8_0_mm(torch::Tensor x, torch::Tensor w, int64_t n_out) {
-  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == torch::kFloat && x.is_contiguous(), "x: contiguous fp32 [R, K]");
-  const int64_t R = x.size(0), K = x.size(1), B = K / QK;
-  TORCH_CHECK(K % QK == 0, "K must be a multiple of 32");
-  TORCH_CHECK(w.scalar_type() == torch::kUInt8 && w.is_contiguous() && w.numel() == n_out * B * 34,
-              "w: Q8_0 blocks [N, K/32 * 34] uint8");
-  const Q8Rows a = quantize_rows(x);
-  auto y = torch::empty({R, n_out}, torch::kFloat);
+  const Call c = begin_call(x, w, n_out, 34, "Q8_0");
+  const int64_t K = c.K, B = c.B, bytes = B * 34;
   const uint8_t* W = w.data_ptr<uint8_t>();
-  const int8_t* XQ = a.q.data_ptr<int8_t>();
-  const float* XS = a.s.data_ptr<float>();
-  const int64_t bytes = B * 34;
-  auto rows = [&](auto rt) {
-    return [&, rt](int64_t n, int64_t r0, float* out) {
-      q8_0_rows<decltype(rt)::value>(W + n * bytes, B, K, XQ, XS, r0, out, n_out);
-    };
-  };
-  product(R, n_out, 64, y.data_ptr<float>(), rows(std::integral_constant<int, 1>{}),
-          rows(std::integral_constant<int, 2>{}), rows(std::integral_constant<int, 3>{}),
-          rows(std::integral_constant<int, 4>{}));
-  return y;
+  const int8_t* XQ = c.a.q.data_ptr<int8_t>();
+  const float* XS = c.a.s.data_ptr<float>();
+  product(c.R, n_out, 64, c.y.data_ptr<float>(), [&](auto rt, int64_t n, int64_t r0, float* out) {
+    q8_0_rows<decltype(rt)::value>(W + n * bytes, B, K, XQ, XS, r0, out, n_out);
+  });
+  return c.y;
 }
-
 
 // ---- one decoder layer's decode rows around attention (Llama: RMSNorm, joint q|k|v, RoPE; then
 // o, residual, RMSNorm, joint gate|up, SiLU, down, residual), every row on its own.

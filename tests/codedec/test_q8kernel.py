@@ -91,16 +91,12 @@ def test_bad_inputs_are_refused():
 
 
 def grid_linear(n: int, k: int, int8: bool = False) -> nn.Linear:
+    """An ``nn.Linear`` whose weight lies on a Q4_1 (or Q8_0) grid (``test_quant``'s weights)."""
+    from test_quant import grid_weight, q8_weight
+
     lin = nn.Linear(k, n, bias=False)
     with torch.no_grad():
-        if int8:
-            q = torch.randint(-127, 128, (n, k))
-            q[:, ::32] = 127
-            lin.weight.copy_(torch.rand(n, k // 32).repeat_interleave(32, 1) * 0.01 * q)
-        else:
-            q, d, m = q4_weights(n, k)
-            q[:, ::32], q[:, 1::32] = 0, 15  # both ends of every block's grid
-            lin.weight.copy_(d.repeat_interleave(32, 1) * q + m.repeat_interleave(32, 1))
+        lin.weight.copy_((q8_weight if int8 else grid_weight)(n, k)[0])
     return lin
 
 
